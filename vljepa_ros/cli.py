@@ -31,8 +31,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     try:
         import torch
 
-        cuda = torch.cuda.is_available()
-        print(f"  cuda             {'available: ' + torch.cuda.get_device_name(0) if cuda else 'not available'}")
+        if torch.cuda.is_available():
+            print(f"  cuda             available: {torch.cuda.get_device_name(0)}")
+        else:
+            print("  cuda             not available")
     except ImportError:
         pass
     return 0

@@ -1,0 +1,139 @@
+"""Shared pieces of the tests that use real ROS 2 (rclpy over DDS) and the generated messages.
+
+Importing this module isolates the tests' DDS traffic: a domain id of its own per test session
+and discovery limited to this machine, inherited by every process the tests start.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+EMBEDDING_DIM = 1536
+NON_ASCII = "Le robot saisit la tasse rouge — 机器人抓住了红色杯子 ✓"
+
+
+def unit_vector(dim: int, seed: int) -> list[float]:
+    """A deterministic L2-normalised vector whose values are exact in float32."""
+    import numpy as np
+
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    v /= np.linalg.norm(v)
+    return [float(x) for x in v.astype(np.float32)]
+
+
+def message_samples() -> dict[str, Any]:
+    """One instance of every custom message with every field set to a non-default value."""
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    from vljepa_ros.msg import EmbeddingInfo, SemanticEmbedding, StateLabel, TextEvent
+
+    def header(sec: int) -> Header:
+        return Header(stamp=Time(sec=sec, nanosec=123_456_789), frame_id="camera_optical_frame")
+
+    labels = ["idle", "reaching", "grasping", "lifting", "transporting", "placing", "retreating"]
+    return {
+        "SemanticEmbedding": SemanticEmbedding(
+            header=header(1_700_000_000),
+            clip_start=Time(sec=1_699_999_999, nanosec=600_000_000),
+            seq=2**40 + 7,
+            model_id="vljepa-sim-tiny@3f2a9c1",
+            query=f"What is the robot doing? {NON_ASCII}",
+            embedding=unit_vector(EMBEDDING_DIM, seed=1),
+            novelty=0.25,
+            latency_ms=42.5,
+        ),
+        "StateLabel": StateLabel(
+            header=header(1_700_000_001),
+            seq=2**40 + 7,
+            label="grasping",
+            confidence=0.875,
+            instant_label="lifting",
+            instant_confidence=0.5,
+            candidates=["grasping", "lifting", NON_ASCII],
+            scores=[0.5, 0.375, 0.125],
+            changed=True,
+            since=Time(sec=1_699_999_990, nanosec=5),
+        ),
+        "TextEvent": TextEvent(
+            header=header(1_700_000_002),
+            event_id=2**63 + 11,
+            segment_start=Time(sec=1_699_999_950, nanosec=1),
+            segment_end=Time(sec=1_700_000_002, nanosec=2),
+            text=NON_ASCII,
+            label="placing",
+            trigger=TextEvent.TRIGGER_SEMANTIC_SHIFT,
+            novelty=0.625,
+            steps=4_000_000_000,
+            embedding=unit_vector(EMBEDDING_DIM, seed=2),
+        ),
+        "EmbeddingInfo": EmbeddingInfo(
+            header=header(1_700_000_003),
+            model_id="vljepa-sim-tiny@3f2a9c1",
+            y_encoder_id="all-MiniLM-L6-v2@sha256:" + "ab" * 32,
+            dim=EMBEDDING_DIM,
+            query="What is the robot doing?",
+            clip_frames=8,
+            step_hz=10.0,
+            labels=labels,
+            label_prompts=[f"the robot arm is {name} — {NON_ASCII}" for name in labels],
+            label_embeddings=[x for i in range(len(labels)) for x in unit_vector(EMBEDDING_DIM, i)],
+        ),
+    }
+
+
+def message_fields(msg: Any) -> dict[str, Any]:
+    """Every field of a ROS message as plain Python values, nested messages included."""
+    out: dict[str, Any] = {}
+    for name in msg.get_fields_and_field_types():
+        value = getattr(msg, name)
+        if hasattr(value, "get_fields_and_field_types"):
+            value = message_fields(value)
+        elif not isinstance(value, (str, bytes, bool, int, float)):
+            value = list(value)
+        out[name] = value
+    return out
+
+
+def assert_fields_equal(expected: dict[str, Any], actual: dict[str, Any], path: str = "") -> None:
+    """Compare two field dicts exactly (floats compared as float32 values, NaN-free)."""
+    assert set(expected) == set(actual), f"{path}: fields differ: {set(expected) ^ set(actual)}"
+    for key, want in expected.items():
+        got = actual[key]
+        where = f"{path}.{key}" if path else key
+        if isinstance(want, dict):
+            assert_fields_equal(want, got, where)
+        elif isinstance(want, float):
+            assert math.isclose(want, got, rel_tol=0, abs_tol=0), f"{where}: {want} != {got}"
+        else:
+            assert want == got, f"{where}: {str(want)[:80]} != {str(got)[:80]}"
+
+
+def python_env() -> dict[str, str]:
+    """Environment for a child Python process: this one's, with the checkout importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    """Start a Python script of the test folder in its own OS process."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=python_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
