@@ -46,6 +46,7 @@ fi
 # The Python sources stay in the checkout (editable): only __init__.py is installed beside the
 # generated vljepa_ros.msg, and it extends the package path to the checkout.
 export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+mkdir -p "$BUILD"
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
   log "configuring the package (messages) in $BUILD"
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
