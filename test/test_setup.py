@@ -43,3 +43,20 @@ def test_second_setup_run_changes_nothing() -> None:
     after = _snapshot()
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, changed[:10]
+
+
+def test_ros_extra_requirements_match_the_lock() -> None:
+    """The pins a ROS workspace installs by hand are the versions the lock file tested."""
+    lock = {
+        line.split("==")[0]: line
+        for line in (REPO / "requirements" / "lock.txt").read_text().splitlines()
+        if "==" in line
+    }
+    extra = [
+        line
+        for line in (REPO / "requirements" / "ros-extra.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert extra
+    for pin in extra:
+        assert lock.get(pin.split("==")[0]) == pin, pin
