@@ -1,0 +1,131 @@
+"""StateTracker: instant labels, hysteresis, minimum dwell, unknown, top-k, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vljepa_ros.stream.state_tracker import UNKNOWN, StateTracker, StateTrackerConfig
+
+NS = 1_000_000_000
+LABELS = ["idle", "reaching", "grasping"]
+EYE = np.eye(3, 8, dtype=np.float32)  # three orthogonal label embeddings in 8-D
+
+
+def _tracker(**kwargs: float) -> StateTracker:
+    config = StateTrackerConfig(**{"temperature": 0.1, "smoothing": 0.5, **kwargs})
+    return StateTracker(LABELS, EYE, config)
+
+
+def _run(tracker: StateTracker, indices: list[int], hz: float = 10.0) -> list:
+    return [tracker.step(EYE[i], round(k * NS / hz)) for k, i in enumerate(indices)]
+
+
+def test_instant_label_is_the_nearest_prompt() -> None:
+    """Each step's instant label is the label whose embedding is closest (cosine)."""
+    tracker = _tracker()
+    for i, label in enumerate(LABELS):
+        noisy = EYE[i] + 0.1 * np.random.default_rng(i).standard_normal(8).astype(np.float32)
+        estimate = tracker.step(noisy, i * NS)
+        assert estimate.instant_label == label
+        assert estimate.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_single_odd_step_does_not_flip_the_stable_label() -> None:
+    """One outlier step changes the instant label but not the stabilised one (hysteresis)."""
+    out = _run(_tracker(), [0] * 10 + [1] + [0] * 5)
+    assert out[10].instant_label == "reaching"
+    assert all(e.label == "idle" for e in out[1:])
+    assert sum(e.changed for e in out) == 1
+
+
+def test_sustained_change_switches_after_smoothing_and_dwell() -> None:
+    """A lasting change switches the stable label once, a few steps later, with `since` set."""
+    out = _run(_tracker(min_dwell=0.5), [0] * 10 + [2] * 10)
+    switch = next(k for k, e in enumerate(out) if k > 0 and e.changed)
+    assert 10 < switch <= 14
+    assert out[switch].label == "grasping"
+    assert out[switch].since_ns == round(switch * NS / 10)
+    assert all(e.label == "grasping" for e in out[switch:])
+
+
+def test_minimum_dwell_holds_a_fresh_label() -> None:
+    """Within min_dwell of entering a label no other change happens, however clear."""
+    out = _run(_tracker(min_dwell=2.0, smoothing=1.0), [0] * 3 + [1] * 30)
+    first_change_away = next(k for k, e in enumerate(out) if e.label == "reaching")
+    assert first_change_away * 0.1 >= 2.0 - 1e-9
+
+
+def test_nothing_confident_gives_unknown() -> None:
+    """An embedding equally far from every prompt yields "unknown" and zero confidence."""
+    tracker = _tracker()
+    middle = EYE.sum(axis=0)
+    estimate = tracker.step(middle, 0)
+    assert estimate.label == UNKNOWN
+    assert estimate.confidence == 0.0
+    assert not estimate.changed
+
+
+def test_stable_label_falls_back_to_unknown_when_confidence_drops() -> None:
+    """After a label held long enough, an ambiguous stream drops it to "unknown"."""
+    tracker = _tracker(min_dwell=0.0, exit_threshold=0.4)  # 3 labels: ambiguity is 1/3 each
+    _run(tracker, [0] * 5)
+    middle = EYE.sum(axis=0)
+    labels = [tracker.step(middle, (5 + k) * NS // 10).label for k in range(10)]
+    assert labels[-1] == UNKNOWN
+
+
+def test_top_k_candidates_are_sorted_by_probability() -> None:
+    """Candidates are the k most probable labels of the step, best first."""
+    tracker = StateTracker(LABELS, EYE, StateTrackerConfig(top_k=2))
+    estimate = tracker.step(0.9 * EYE[2] + 0.4 * EYE[0], 0)
+    assert estimate.candidates == ["grasping", "idle"]
+    assert estimate.scores[0] >= estimate.scores[1]
+
+
+def test_set_labels_replaces_the_labels_and_restarts() -> None:
+    """New labels take effect at once and the stable label starts from unknown again."""
+    tracker = _tracker()
+    _run(tracker, [0] * 5)
+    assert tracker.label == "idle"
+    tracker.set_labels(["holding", "empty"], EYE[:2])
+    assert tracker.label == UNKNOWN
+    assert tracker.step(EYE[1], 0).instant_label == "empty"
+
+
+@pytest.mark.parametrize(
+    ("labels", "matrix", "message"),
+    [
+        ([], np.zeros((0, 8)), "empty"),
+        (["a", "a"], EYE[:2], "duplicate"),
+        (["a", "unknown"], EYE[:2], "reserved"),
+        (["a", "b"], EYE, r"\(2, D\)"),
+        (["a", "b"], np.zeros((2, 8)), "all zeros"),
+    ],
+)
+def test_bad_labels_are_rejected(labels: list, matrix: np.ndarray, message: str) -> None:
+    """Empty, duplicate, reserved or mismatched labels raise ValueError with the reason."""
+    with pytest.raises(ValueError, match=message):
+        StateTracker(labels, matrix, StateTrackerConfig())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"temperature": 0},
+        {"smoothing": 0},
+        {"enter_threshold": 0.2, "exit_threshold": 0.3},
+        {"min_dwell": -1},
+        {"top_k": 0},
+    ],
+)
+def test_bad_configuration_is_rejected(kwargs: dict) -> None:
+    """Out-of-range tracker settings raise ValueError naming the setting."""
+    with pytest.raises(ValueError, match=next(iter(kwargs)).split("_")[0]):
+        StateTrackerConfig(**kwargs)
+
+
+def test_wrong_embedding_size_is_rejected() -> None:
+    """An embedding of another dimension than the labels' raises ValueError."""
+    with pytest.raises(ValueError, match="values"):
+        _tracker().step(np.ones(5, dtype=np.float32), 0)
