@@ -11,6 +11,7 @@ import importlib
 import platform
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -40,6 +41,35 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steps_at_least_50(text: str) -> int:
+    value = int(text)
+    if value < 50:
+        raise argparse.ArgumentTypeError("percentiles need at least 50 timed steps")
+    return value
+
+
+def _add_bench_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `bench model` (declared here so that --help does not import torch)."""
+    parser.add_argument("--preset", default="tiny", help="model preset: tiny, vitl, vitl_minilm")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--steps", type=_steps_at_least_50, default=100, help="timed steps (>= 50)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    parser.add_argument("--frames", type=int, default=None, help="clip length (preset default)")
+    parser.add_argument("--size", type=int, default=None, help="crop size (preset default)")
+    parser.add_argument("--batch", type=int, default=1, help="clips per step")
+    parser.add_argument("--query-tokens", type=int, default=16, help="query tokens per clip")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the step")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+
+
+def _cmd_bench_model(args: argparse.Namespace) -> int:
+    """Time X-encoder + predictor steps of a model preset on a device."""
+    from vljepa_ros.model import bench
+
+    return bench.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -50,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="versions and whether ROS and the messages import")
     info.set_defaults(handler=_cmd_info)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="TARGET", required=True)
+    bench_model = bench_sub.add_parser(
+        "model", help="per-step latency, steps/s and TFLOP/s of a model preset on a device"
+    )
+    _add_bench_model_arguments(bench_model)
+    bench_model.set_defaults(handler=_cmd_bench_model)
 
     return parser
 
