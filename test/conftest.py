@@ -29,7 +29,7 @@ def _one_torch_thread(request: pytest.FixtureRequest) -> None:
     """Model tests run torch on one thread: their tensors are small, so it is as fast, and it
     is immune to a busy 2-core machine, where waiting OpenMP threads made tests 50x slower.
     (torch is imported here, not at the top, so other test modules do not pay for it.)"""
-    if request.module.__name__.startswith("test_model_"):
+    if request.module.__name__.startswith(("test_model_", "test_stream_pipeline")):
         import torch
 
         torch.set_num_threads(1)

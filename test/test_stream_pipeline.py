@@ -1,0 +1,136 @@
+"""PerceptionPipeline with a real (micro, random-weight) VL-JEPA model over real MiniLM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vljepa_ros.model import VLJepa, VLJepaRuntime
+from vljepa_ros.stream.clip_buffer import PushOutcome
+from vljepa_ros.stream.pipeline import PerceptionPipeline, PipelineConfig
+
+NS = 1_000_000_000
+T0 = 1_700_000_000 * NS
+LABELS = {
+    "idle": "the robot arm is still",
+    "reaching": "the robot arm reaches for an object",
+    "lifting": "the robot arm lifts an object",
+}
+
+
+@pytest.fixture(scope="module")
+def runtime(micro_minilm_config_module) -> VLJepaRuntime:
+    torch.manual_seed(0)
+    return VLJepaRuntime(VLJepa(micro_minilm_config_module).eval())
+
+
+@pytest.fixture(scope="module")
+def micro_minilm_config_module(bert_folder):
+    """The micro config in MiniLM's 384-d space, once for the module."""
+    from conftest import micro_config_dict
+
+    from vljepa_ros.model import VLJepaConfig, tiny
+
+    data = micro_config_dict(bert_folder)
+    data["embed_dim"] = 384
+    data["y_encoder"] = tiny().to_dict()["y_encoder"]
+    return VLJepaConfig.from_dict(data)
+
+
+def _frames(n: int, seed: int, size: tuple[int, int] = (48, 64)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _feed(pipe: PerceptionPipeline, camera: str, frames: list, hz: float, start: int) -> None:
+    for i, frame in enumerate(frames):
+        stamp = start + round(i * NS / hz)
+        pipe.offer(camera, frame, stamp, stamp + 5_000_000)
+
+
+def test_step_embeds_the_newest_clip_with_its_stamps(runtime: VLJepaRuntime) -> None:
+    """A step gives a unit embedding stamped with the newest sampled frame, seq 0 then 1."""
+    pipe = PerceptionPipeline(runtime, PipelineConfig(query="what?", labels=LABELS))
+    frames = _frames(12, seed=1)
+    _feed(pipe, "camera", frames, hz=10, start=T0)
+    (first,) = pipe.step()
+    assert first.seq == 0
+    assert first.stamp_ns == T0 + 11 * NS // 10
+    assert first.clip_start_ns == T0 + (11 - pipe.clip_frames + 1) * NS // 10
+    assert np.linalg.norm(first.embedding) == pytest.approx(1.0, abs=1e-5)
+    assert first.novelty == 0.0
+    assert pipe.step() == []  # no new frame: no second step of the same clip
+    _feed(pipe, "camera", _frames(1, seed=2), hz=10, start=T0 + 12 * NS // 10)
+    (second,) = pipe.step()
+    assert second.seq == 1
+    assert second.novelty > 0
+
+
+def test_step_equals_the_runtime_on_the_same_clip(runtime: VLJepaRuntime) -> None:
+    """The pipeline's embedding is the runtime's embedding of the last T sampled frames."""
+    pipe = PerceptionPipeline(runtime, PipelineConfig(query="what?", labels=LABELS))
+    frames = _frames(8, seed=3)
+    _feed(pipe, "camera", frames, hz=10, start=T0)
+    (result,) = pipe.step()
+    clip = np.stack([pipe.shrink(f) for f in frames[-pipe.clip_frames :]])
+    expected = runtime.embed_clip(clip, "what?").numpy()
+    np.testing.assert_allclose(result.embedding, expected, atol=1e-5)
+
+
+def test_two_cameras_are_batched_and_kept_apart(runtime: VLJepaRuntime) -> None:
+    """Two cameras stepped together give each its own embedding, seq and stamps."""
+    pipe = PerceptionPipeline(
+        runtime, PipelineConfig(query="what?", labels=LABELS), cameras=["left", "right"]
+    )
+    _feed(pipe, "left", _frames(8, seed=4), hz=10, start=T0)
+    _feed(pipe, "right", _frames(8, seed=5), hz=10, start=T0 + 50_000_000)
+    results = {r.camera: r for r in pipe.step()}
+    assert set(results) == {"left", "right"}
+    assert results["right"].stamp_ns - results["left"].stamp_ns == 50_000_000
+    alone = PerceptionPipeline(runtime, PipelineConfig(query="what?", labels=LABELS))
+    _feed(alone, "camera", _frames(8, seed=5), hz=10, start=T0 + 50_000_000)
+    np.testing.assert_allclose(results["right"].embedding, alone.step()[0].embedding, atol=1e-5)
+
+
+def test_labels_are_embedded_with_the_text_encoder(runtime: VLJepaRuntime) -> None:
+    """The label matrix holds the Y-encoder's unit embeddings of the prompts, in label order."""
+    pipe = PerceptionPipeline(runtime, PipelineConfig(query="what?", labels=LABELS))
+    expected = runtime.encode_texts(list(LABELS.values())).numpy()
+    np.testing.assert_allclose(pipe.label_matrix, expected, atol=1e-6)
+    _feed(pipe, "camera", _frames(8, seed=6), 10, T0)
+    (result,) = pipe.step()
+    assert result.state.candidates[0] in LABELS
+
+
+def test_reconfigure_swaps_labels_and_a_bad_config_changes_nothing(runtime: VLJepaRuntime) -> None:
+    """New labels take effect without reloading; an empty label set is refused up front."""
+    pipe = PerceptionPipeline(runtime, PipelineConfig(query="what?", labels=LABELS))
+    new = {"holding": "the gripper holds an object", "empty": "the gripper is empty"}
+    pipe.reconfigure(PipelineConfig(query="what?", labels=new))
+    assert pipe.label_matrix.shape[0] == 2
+    _feed(pipe, "camera", _frames(8, seed=7), 10, T0)
+    assert set(pipe.step()[0].state.candidates) == set(new)
+    with pytest.raises(ValueError, match="labels is empty"):
+        pipe.reconfigure(PipelineConfig(query="what?", labels={}))
+    assert list(pipe.config.labels) == list(new)
+
+
+def test_stamp_going_back_resets_the_stream(runtime: VLJepaRuntime) -> None:
+    """After a bag loop the first step has novelty 0 again and the label starts over."""
+    pipe = PerceptionPipeline(runtime, PipelineConfig(query="what?", labels=LABELS))
+    _feed(pipe, "camera", _frames(8, seed=8), 10, T0)
+    pipe.step()
+    assert pipe.offer("camera", _frames(1, seed=9)[0], T0 - NS, T0 - NS) is PushOutcome.RESET
+    (after,) = pipe.step()
+    assert after.novelty == 0.0
+    assert after.seq == 1  # seq keeps counting within a run
+
+
+def test_frames_are_shrunk_on_arrival(runtime: VLJepaRuntime) -> None:
+    """A 480x640 frame is stored at the short edge the preprocessing uses."""
+    pipe = PerceptionPipeline(runtime, PipelineConfig(query="what?", labels=LABELS))
+    small = pipe.shrink(np.zeros((480, 640, 3), np.uint8))
+    crop = runtime.cfg.x_encoder.crop_size
+    assert min(small.shape[:2]) == int(crop * runtime.cfg.x_encoder.resize_scale)
+    assert small.shape[1] / small.shape[0] == pytest.approx(640 / 480, rel=0.02)

@@ -1,0 +1,217 @@
+"""The perception pipeline without ROS: frames in, one embedding and state label per step out.
+
+One `PerceptionPipeline` serves one or more cameras with one model: every camera has its own
+clip buffer, state tracker and step counter; cameras that are due at the same time are embedded
+in one batch. The perception node, offline bag replay and evaluation all drive this class, so
+they compute the same thing. Time is passed in; nothing here runs in the background. The
+pipeline may be fed from one thread and stepped from another: a lock guards its state, and the
+model runs outside the lock, so offering a frame never waits for a step.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from vljepa_ros.model.api import VLJepaRuntime
+
+from .clip_buffer import Clip, ClipBuffer, ClipBufferConfig, PushOutcome
+from .state_tracker import StateEstimate, StateTracker, StateTrackerConfig
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What the pipeline computes; the clip length comes from the model."""
+
+    query: str
+    labels: Mapping[str, str]  # label -> prompt, in output order
+    sample_hz: float = 10.0
+    max_input_age: float = 0.5
+    max_gap: float = 2.0
+    tracker: StateTrackerConfig = field(default_factory=StateTrackerConfig)
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            raise ValueError("labels is empty: give at least one label and its prompt")
+        for label, prompt in self.labels.items():
+            if not isinstance(label, str) or not label.strip():
+                raise ValueError(f"label names must be non-empty strings, got {label!r}")
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise ValueError(f"the prompt of label '{label}' is empty")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One camera's output for one step."""
+
+    camera: str
+    seq: int
+    stamp_ns: int  # capture stamp of the newest frame in the clip
+    clip_start_ns: int  # capture stamp of the oldest frame
+    embedding: np.ndarray  # (D,) float32, L2-normalised
+    novelty: float  # cosine distance to this camera's previous step (0 for the first)
+    state: StateEstimate
+
+
+@dataclass
+class _Camera:
+    buffer: ClipBuffer
+    tracker: StateTracker
+    seq: int = 0
+    last_stepped_ns: int | None = None  # newest frame stamp of the last step
+    last_embedding: np.ndarray | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class PerceptionPipeline:
+    """Clip buffers, model, and state trackers for a set of cameras."""
+
+    def __init__(
+        self, runtime: VLJepaRuntime, config: PipelineConfig, cameras: Sequence[str] = ("camera",)
+    ) -> None:
+        if not cameras or len(set(cameras)) != len(cameras):
+            raise ValueError(f"cameras must be distinct names, got {list(cameras)}")
+        self.runtime = runtime
+        x_cfg = runtime.cfg.x_encoder
+        self.clip_frames = x_cfg.num_frames
+        # Frames are shrunk once on arrival to the size preprocessing resizes to anyway, so a step
+        # never resizes camera-sized frames.
+        self._short_edge = int(x_cfg.crop_size * x_cfg.resize_scale)
+        self.config = config
+        self._lock = threading.Lock()
+        self._label_matrix = self._embed_labels(config.labels)
+        self.cameras: dict[str, _Camera] = {
+            name: _Camera(
+                ClipBuffer(self._clip_config(config)),
+                StateTracker(list(config.labels), self._label_matrix, config.tracker),
+            )
+            for name in cameras
+        }
+
+    def _clip_config(self, config: PipelineConfig) -> ClipBufferConfig:
+        return ClipBufferConfig(
+            frames=self.clip_frames,
+            sample_hz=config.sample_hz,
+            max_input_age=config.max_input_age,
+            max_gap=config.max_gap,
+        )
+
+    def _embed_labels(self, labels: Mapping[str, str]) -> np.ndarray:
+        return self.runtime.encode_texts(list(labels.values())).numpy().astype(np.float32)
+
+    @property
+    def label_matrix(self) -> np.ndarray:
+        """(L, D) L2-normalised embeddings of the label prompts, in label order."""
+        return self._label_matrix
+
+    def reconfigure(self, config: PipelineConfig) -> None:
+        """Apply a new query, labels, rates or tracker settings without reloading the model.
+
+        Label prompts are embedded first, so a failure leaves the old configuration in force.
+        """
+        matrix = (
+            self._label_matrix
+            if dict(config.labels) == dict(self.config.labels)
+            else self._embed_labels(config.labels)
+        )
+        clip_cfg = self._clip_config(config)
+        with self._lock:
+            self._apply(config, matrix, clip_cfg)
+
+    def _apply(
+        self, config: PipelineConfig, matrix: np.ndarray, clip_cfg: ClipBufferConfig
+    ) -> None:
+        for cam in self.cameras.values():
+            if cam.buffer.config != clip_cfg:
+                cam.buffer = ClipBuffer(clip_cfg)
+            if cam.tracker.config != config.tracker or matrix is not self._label_matrix:
+                cam.tracker = StateTracker(list(config.labels), matrix, config.tracker)
+        self._label_matrix = matrix
+        self.config = config
+
+    def shrink(self, frame: np.ndarray) -> np.ndarray:
+        """Resize an (H, W, 3) frame so its short edge is the size preprocessing works at."""
+        h, w = frame.shape[:2]
+        scale = self._short_edge / min(h, w)
+        if scale >= 1.0:
+            return frame
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+    def offer(self, camera: str, frame: np.ndarray, stamp_ns: int, now_ns: int) -> PushOutcome:
+        """Give one RGB frame (H, W, 3) uint8 of `camera` captured at `stamp_ns`."""
+        small = self.shrink(frame)
+        with self._lock:
+            cam = self.cameras[camera]
+            outcome = cam.buffer.push(small, stamp_ns, now_ns)
+            if outcome is PushOutcome.RESET:
+                self._reset(cam, clear_buffer=False)
+            cam.counts[outcome.value] = cam.counts.get(outcome.value, 0) + 1
+        return outcome
+
+    def reset(self, camera: str, clear_buffer: bool = True) -> None:
+        """Start a camera's stream over: stable label back to unknown, no previous step."""
+        with self._lock:
+            self._reset(self.cameras[camera], clear_buffer)
+
+    @staticmethod
+    def _reset(cam: _Camera, clear_buffer: bool) -> None:
+        if clear_buffer:
+            cam.buffer.clear()
+        cam.tracker.reset()
+        cam.last_stepped_ns = None
+        cam.last_embedding = None
+
+    def due(self) -> list[str]:
+        """Cameras with a frame sampled since their last step."""
+        with self._lock:
+            return self._due()
+
+    def _due(self) -> list[str]:
+        return [
+            name
+            for name, cam in self.cameras.items()
+            if cam.buffer.newest_stamp_ns is not None
+            and cam.buffer.newest_stamp_ns != cam.last_stepped_ns
+        ]
+
+    def step(self, cameras: Sequence[str] | None = None) -> list[StepResult]:
+        """Embed the current clip of each due camera and update their labels.
+
+        Clips of the same frame size are embedded in one batch.
+        """
+        with self._lock:
+            due = self._due()
+            names = due if cameras is None else [c for c in cameras if c in due]
+            clips: dict[str, Clip] = {}
+            for name in names:
+                clip = self.cameras[name].buffer.clip()
+                if clip is not None:
+                    clips[name] = clip
+                    # claimed now, so a second caller does not step the same clip
+                    self.cameras[name].last_stepped_ns = clip.end_ns
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for name, clip in clips.items():
+            groups.setdefault(clip.frames.shape, []).append(name)
+        embeddings: dict[str, np.ndarray] = {}
+        for group in groups.values():
+            batch = np.stack([clips[name].frames for name in group])  # (B, T, H, W, 3)
+            out = self.runtime.embed_clips(batch, self.config.query).numpy()
+            embeddings.update(zip(group, out.astype(np.float32), strict=True))
+        results = []
+        with self._lock:
+            for name, clip in clips.items():
+                cam, vector = self.cameras[name], embeddings[name]
+                previous = cam.last_embedding
+                novelty = 0.0 if previous is None else float(1.0 - previous @ vector)
+                state = cam.tracker.step(vector, clip.end_ns)
+                results.append(
+                    StepResult(name, cam.seq, clip.end_ns, clip.start_ns, vector, novelty, state)
+                )
+                cam.seq += 1
+                cam.last_embedding = vector
+        return results
