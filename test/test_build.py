@@ -110,3 +110,19 @@ def test_sourced_workspace_imports_messages_from_install(colcon_install: Path) -
     msg_file, typecode = result.stdout.split()[-2:]
     assert msg_file.startswith(str(colcon_install)), msg_file
     assert typecode == "f"
+
+
+def test_installed_node_executable_runs_from_the_sourced_workspace(colcon_install: Path) -> None:
+    """`ros2 run`'s target starts with the build's Python and reports a bad checkpoint."""
+    exe = colcon_install / "vljepa_ros" / "lib" / "vljepa_ros" / "perception_node"
+    script = (
+        f"source {colcon_install / 'setup.bash'} && "
+        f"{exe} --ros-args -p checkpoint:=/no/such/checkpoint"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMENT_", "COLCON_"))}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run(
+        ["bash", "-c", script], cwd="/", env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
+    assert "/no/such/checkpoint" in result.stderr

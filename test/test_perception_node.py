@@ -1,0 +1,319 @@
+"""perception_node in its own process, fed over real DDS by this test process.
+
+The model is a micro VL-JEPA with random weights over the real MiniLM text encoder, saved as a
+real checkpoint: the node's behaviour (stamps, seq, labels, diagnostics, parameters) does not
+depend on trained weights.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from ros_support import REPO, python_env
+
+NS = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, bert_folder: Path) -> Path:
+    """A micro model in MiniLM's space saved with the project's checkpoint writer."""
+    import torch
+    from conftest import micro_config_dict
+
+    from vljepa_ros.model import VLJepa, VLJepaConfig, save_checkpoint, tiny
+
+    data = micro_config_dict(bert_folder)
+    data["embed_dim"] = 384
+    data["y_encoder"] = tiny().to_dict()["y_encoder"]
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "micro"
+    save_checkpoint(VLJepa(VLJepaConfig.from_dict(data)), path)
+    return path
+
+
+def start_node(*params: str) -> subprocess.Popen[str]:
+    """perception_node with the given `name:=value` parameters, in its own process."""
+    args = [sys.executable, "-m", "vljepa_ros.nodes.perception_node", "--ros-args"]
+    for param in params:
+        args += ["-p", param]
+    return subprocess.Popen(
+        args,
+        cwd=REPO,
+        env=python_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+class Peer:
+    """This process's side: a camera publisher and subscribers to every output."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rcl_interfaces.srv import SetParameters
+        from sensor_msgs.msg import Image
+
+        from vljepa_ros.msg import EmbeddingInfo, SemanticEmbedding, StateLabel
+        from vljepa_ros.nodes.common import qos_reliable
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("test_peer", context=self.context)
+        self.lock = threading.Lock()
+        self.got: dict[str, list[Any]] = {"embedding": [], "state": [], "info": [], "diag": []}
+        self.camera = self.node.create_publisher(Image, "/image", qos_reliable(50))
+
+        def keep(key: str) -> Callable[[Any], None]:
+            def callback(msg: Any) -> None:
+                with self.lock:
+                    self.got[key].append(msg)
+
+            return callback
+
+        sub = self.node.create_subscription
+        sub(SemanticEmbedding, "/vljepa/embedding", keep("embedding"), qos_reliable(100))
+        sub(StateLabel, "/vljepa/state", keep("state"), qos_reliable(100))
+        sub(EmbeddingInfo, "/vljepa/embedding_info", keep("info"), qos_reliable(5, latched=True))
+        sub(DiagnosticArray, "/diagnostics", keep("diag"), 10)
+        self.set_params = self.node.create_client(SetParameters, "/perception_node/set_parameters")
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+    def snapshot(self, key: str) -> list[Any]:
+        with self.lock:
+            return list(self.got[key])
+
+    def wait_for(self, what: Callable[[], bool], timeout: float, why: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if what():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {why}")
+
+    def send_frames(self, count: int, hz: float = 15.0) -> list[int]:
+        """Publish `count` good rgb8 frames stamped now; return their stamps."""
+        from sensor_msgs.msg import Image
+
+        from vljepa_ros.conversions import rgb_to_image
+        from vljepa_ros.nodes.common import ns_to_stamp
+
+        stamps = []
+        rng = np.random.default_rng(len(stamps))
+        for _ in range(count):
+            raw = rgb_to_image(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+            stamp = self.node.get_clock().now().nanoseconds
+            msg = Image(
+                height=raw.height,
+                width=raw.width,
+                encoding=raw.encoding,
+                is_bigendian=raw.is_bigendian,
+                step=raw.step,
+                data=raw.data,
+            )
+            msg.header.stamp = ns_to_stamp(stamp)
+            msg.header.frame_id = "test_camera_optical_frame"
+            self.camera.publish(msg)
+            stamps.append(stamp)
+            time.sleep(1.0 / hz)
+        return stamps
+
+    def set_parameter(self, name: str, value: Any) -> Any:
+        """Call /perception_node/set_parameters; return the SetParametersResult."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        assert self.set_params.wait_for_service(timeout_sec=10.0)
+        request = SetParameters.Request(
+            parameters=[Parameter(name, value=value).to_parameter_msg()]
+        )
+        future = self.set_params.call_async(request)
+        self.wait_for(future.done, 10.0, f"set_parameters({name})")
+        return future.result().results[0]
+
+    def diagnostic_values(self) -> dict[str, str]:
+        """Key/values of the newest perception diagnostics status."""
+        arrays = [a for a in self.snapshot("diag") if a.status]
+        assert arrays, "no diagnostics received"
+        status = arrays[-1].status[0]
+        return {kv.key: kv.value for kv in status.values} | {"_level": status.level}
+
+
+@pytest.fixture(scope="module")
+def running(checkpoint: Path) -> Iterator[tuple[subprocess.Popen[str], Peer]]:
+    """One perception node for the module, with a short camera timeout."""
+    node = start_node(
+        f"checkpoint:={checkpoint}",
+        "input_reliability:=reliable",
+        "input_depth:=50",
+        "camera_timeout:=1.5",
+        "min_dwell:=0.0",
+    )
+    peer = Peer()
+    try:
+        peer.wait_for(lambda: bool(peer.snapshot("info")), 60.0, "EmbeddingInfo (node start)")
+        yield node, peer
+    finally:
+        peer.close()
+        node.terminate()
+        try:
+            output, _ = node.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            output, _ = node.communicate()
+        print(output[-3000:])
+
+
+def _malformed_frames() -> dict[str, Any]:
+    from sensor_msgs.msg import Image
+
+    def image(**fields: Any) -> Image:
+        base = {"height": 60, "width": 80, "encoding": "rgb8", "step": 240, "data": bytes(14400)}
+        msg = Image(**{**base, **fields})
+        msg.header.frame_id = "test_camera_optical_frame"
+        return msg
+
+    return {
+        "truncated data": image(data=bytes(1000)),
+        "zero width": image(width=0, step=0, data=b""),
+        "zero height": image(height=0, data=b""),
+        "step smaller than a row": image(step=100),
+        "unknown encoding": image(encoding="hsv8"),
+        "20000x20000 header, small data": image(height=20000, width=20000, step=60000),
+        "rgb16 claimed on rgb8 data": image(encoding="rgb16"),
+        "bayer with short data": image(encoding="bayer_rggb8", data=bytes(10)),
+    }
+
+
+def test_embeddings_and_labels_carry_the_input_stamps(running: tuple) -> None:
+    """Each step publishes a unit embedding and a label with a sent frame's stamp and frame_id."""
+    _, peer = running
+    stamps = peer.send_frames(30)
+    peer.wait_for(lambda: len(peer.snapshot("embedding")) >= 5, 30.0, "5 embeddings")
+    peer.wait_for(lambda: len(peer.snapshot("state")) >= 5, 10.0, "5 state labels")
+    from vljepa_ros.nodes.common import stamp_to_ns
+
+    embeddings = peer.snapshot("embedding")
+    for msg in embeddings:
+        assert stamp_to_ns(msg.header.stamp) in stamps
+        assert msg.header.frame_id == "test_camera_optical_frame"
+        assert len(msg.embedding) == 384
+        assert np.linalg.norm(np.asarray(msg.embedding)) == pytest.approx(1.0, abs=1e-4)
+        assert stamp_to_ns(msg.clip_start) <= stamp_to_ns(msg.header.stamp)
+        assert msg.latency_ms > 0
+    seqs = [m.seq for m in embeddings]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
+    by_seq = {m.seq: m for m in embeddings}
+    for label in peer.snapshot("state"):
+        if label.seq in by_seq:
+            assert label.header.stamp == by_seq[label.seq].header.stamp
+            assert label.instant_label in peer.snapshot("info")[-1].labels
+
+
+def test_embedding_info_describes_the_stream(running: tuple) -> None:
+    """The latched EmbeddingInfo lists the configured labels with unit prompt embeddings."""
+    _, peer = running
+    info = peer.snapshot("info")[-1]
+    assert info.labels == [
+        "idle", "reaching", "grasping", "lifting", "transporting", "placing", "retreating"
+    ]  # fmt: skip
+    assert info.dim == 384
+    matrix = np.asarray(info.label_embeddings).reshape(len(info.labels), info.dim)
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-4)
+    assert "sha256" in info.y_encoder_id.lower() or len(info.y_encoder_id) > 40
+
+
+def test_malformed_frames_are_dropped_counted_and_survived(running: tuple) -> None:
+    """A battery of malformed frames does not stop the node; diagnostics count each one."""
+    _, peer = running
+    before = int(peer.diagnostic_values()["bad_frames"])
+    battery = _malformed_frames()
+    for msg in battery.values():
+        msg.header.stamp = peer.node.get_clock().now().to_msg()
+        peer.camera.publish(msg)
+        time.sleep(0.02)
+    count = len(peer.snapshot("embedding"))
+    stamps = peer.send_frames(20)
+    peer.wait_for(lambda: len(peer.snapshot("embedding")) >= count + 3, 30.0, "steps after")
+    from vljepa_ros.nodes.common import stamp_to_ns
+
+    assert stamp_to_ns(peer.snapshot("embedding")[-1].header.stamp) in stamps
+    peer.wait_for(
+        lambda: int(peer.diagnostic_values()["bad_frames"]) >= before + len(battery),
+        5.0,
+        "diagnostics to count the malformed frames",
+    )
+    assert int(peer.diagnostic_values()["bad_frames"]) == before + len(battery)
+
+
+def test_rejected_parameter_changes_keep_the_old_value(running: tuple) -> None:
+    """Out-of-range, read-only and unreadable-file changes are refused with a reason."""
+    _, peer = running
+    for name, value, reason in [
+        ("temperature", -1.0, "temperature"),
+        ("checkpoint", "/elsewhere", "checkpoint"),
+        ("labels_file", "/no/such/labels.yaml", "/no/such/labels.yaml"),
+        ("labels", ["no colon here"], "label: prompt"),
+        ("exit_threshold", 0.9, "exit_threshold"),
+    ]:
+        result = peer.set_parameter(name, value)
+        assert not result.successful, name
+        assert reason in result.reason, (name, result.reason)
+    assert peer.snapshot("info")[-1].labels[0] == "idle"
+
+
+def test_accepted_change_applies_without_restart(running: tuple) -> None:
+    """A new query and inline labels take effect at once and are re-announced."""
+    _, peer = running
+    assert peer.set_parameter("query", "is the robot holding something?").successful
+    assert peer.set_parameter("labels", ["holding: the gripper holds an object",
+                                         "empty: the gripper is empty"]).successful  # fmt: skip
+    peer.wait_for(lambda: peer.snapshot("info")[-1].labels == ["holding", "empty"], 5.0, "info")
+    assert peer.snapshot("info")[-1].query == "is the robot holding something?"
+    count = len(peer.snapshot("state"))
+    peer.send_frames(15)
+    peer.wait_for(lambda: len(peer.snapshot("state")) > count + 2, 20.0, "new labels in use")
+    assert set(peer.snapshot("state")[-1].candidates) <= {"holding", "empty"}
+    assert peer.snapshot("embedding")[-1].query == "is the robot holding something?"
+
+
+def test_silent_camera_reports_error_and_unknown(running: tuple) -> None:
+    """After camera_timeout without frames: a diagnostics ERROR and the label "unknown"."""
+    _, peer = running
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    peer.send_frames(5)
+    time.sleep(0.5)
+    peer.wait_for(
+        lambda: peer.diagnostic_values()["_level"] == DiagnosticStatus.ERROR, 6.0, "ERROR"
+    )
+    peer.wait_for(lambda: peer.snapshot("state")[-1].label == "unknown", 3.0, "unknown label")
+
+
+def test_missing_checkpoint_fails_fast_naming_the_path() -> None:
+    """A checkpoint path that does not exist ends the node with status 2 and the path."""
+    node = start_node("checkpoint:=/no/such/checkpoint")
+    output, _ = node.communicate(timeout=120)
+    assert node.returncode == 2, output[-2000:]
+    assert "/no/such/checkpoint" in output
+    assert "could not configure" in output

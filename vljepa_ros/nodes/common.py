@@ -1,0 +1,200 @@
+"""Small rclpy helpers shared by the nodes: parameters from a spec table, QoS, stamps, main().
+
+Written against the rclpy API that Humble, Jazzy and Kilted share.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+from builtin_interfaces.msg import Time
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter: default, description, and the constraint ROS tools show."""
+
+    name: str
+    default: Any
+    description: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    read_only: bool = False
+
+    def descriptor(self) -> ParameterDescriptor:
+        text = self.description
+        if self.choices:
+            text += f" One of: {', '.join(self.choices)}."
+        desc = ParameterDescriptor(name=self.name, description=text, read_only=self.read_only)
+        if self.min is not None and self.max is not None:
+            if isinstance(self.default, bool):
+                pass
+            elif isinstance(self.default, int):
+                desc.integer_range = [
+                    IntegerRange(from_value=int(self.min), to_value=int(self.max), step=1)
+                ]
+            elif isinstance(self.default, float):
+                desc.floating_point_range = [
+                    FloatingPointRange(
+                        from_value=float(self.min), to_value=float(self.max), step=0.0
+                    )
+                ]
+        return desc
+
+    def check(self, value: Any) -> str | None:
+        """The reason `value` is refused, or None. ROS checks ranges too; choices are ours."""
+        if self.choices and value not in self.choices:
+            return f"{self.name}={value!r} is not one of {', '.join(self.choices)}"
+        if self.min is not None and isinstance(value, (int, float)) and value < self.min:
+            return f"{self.name}={value} is below its minimum {self.min}"
+        if self.max is not None and isinstance(value, (int, float)) and value > self.max:
+            return f"{self.name}={value} is above its maximum {self.max}"
+        return None
+
+
+def declare(node: Node, specs: Iterable[Param]) -> dict[str, Any]:
+    """Declare every parameter and return the current values by name.
+
+    Raises:
+        ValueError: a value given at start-up (YAML, command line) breaks its constraint.
+    """
+    values: dict[str, Any] = {}
+    for spec in specs:
+        if isinstance(spec.default, list) and not spec.default:
+            # an empty list has no type of its own: declare it as a string array
+            param = node.declare_parameter(
+                spec.name, Parameter.Type.STRING_ARRAY, spec.descriptor()
+            )
+        else:
+            param = node.declare_parameter(spec.name, spec.default, spec.descriptor())
+        value = param.value
+        if isinstance(spec.default, list) and value is None:
+            value = []
+        reason = spec.check(value)
+        if reason:
+            raise ValueError(reason)
+        values[spec.name] = list(value) if isinstance(value, (list, tuple)) else value
+    return values
+
+
+def on_change(
+    node: Node,
+    specs: Sequence[Param],
+    apply: Callable[[dict[str, Any]], None],
+) -> None:
+    """Validate parameter changes against `specs`, then hand them to `apply`.
+
+    `apply` gets only the changed values; if it raises ValueError the change is rejected with
+    that message and the old values stay in force.
+    """
+    by_name = {spec.name: spec for spec in specs}
+
+    def callback(params: list[Parameter]) -> SetParametersResult:
+        changes: dict[str, Any] = {}
+        for param in params:
+            spec = by_name.get(param.name)
+            if spec is None:
+                continue  # use_sim_time and other parameters rclpy owns
+            value = param.value
+            value = list(value) if isinstance(value, (list, tuple)) else value
+            reason = spec.check(value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+            changes[param.name] = value
+        if changes:
+            try:
+                apply(changes)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(callback)
+
+
+def qos_input(reliability: str, depth: int) -> QoSProfile:
+    """Camera input QoS: sensor data (best effort) by default, as REP-2003 asks."""
+    if reliability == "best_effort":
+        profile = QoSProfile(
+            history=qos_profile_sensor_data.history,
+            depth=depth,
+            reliability=ReliabilityPolicy.BEST_EFFORT,
+            durability=qos_profile_sensor_data.durability,
+        )
+        return profile
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE
+    )
+
+
+def qos_reliable(depth: int, latched: bool = False) -> QoSProfile:
+    """Reliable keep-last output QoS; `latched` adds transient-local durability."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+    )
+
+
+def stamp_to_ns(stamp: Time) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(stamp.sec) * NS + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int) -> Time:
+    """Integer nanoseconds -> builtin_interfaces/Time."""
+    return Time(sec=int(ns // NS), nanosec=int(ns % NS))
+
+
+def run(node_factory: Callable[[list[str]], Node], executor_threads: int = 2) -> int:
+    """Start rclpy, spin the node until Ctrl-C or shutdown, and clean up; the exit code.
+
+    A configuration error raised while constructing the node (ValueError) is printed as one
+    line with the reason, and the process exits with status 2.
+    """
+    args = sys.argv
+    rclpy.init(args=args)
+    node: Node | None = None
+    try:
+        node = node_factory(args)
+        executor = rclpy.executors.MultiThreadedExecutor(num_threads=executor_threads)
+        executor.add_node(node)
+        executor.spin()
+    except KeyboardInterrupt:
+        pass
+    except rclpy.executors.ExternalShutdownException:
+        pass
+    except ValueError as exc:
+        print(f"[error] {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0

@@ -1,0 +1,621 @@
+"""perception_node: camera frames in; SemanticEmbedding, StateLabel and diagnostics out.
+
+A managed (lifecycle) node. configure loads the model and embeds the label prompts; activate
+subscribes to the cameras and starts stepping; deactivate stops and releases GPU memory;
+cleanup drops the model. With `autostart` (default) the node configures and activates itself, so
+a plain launch works. The computing is done by `vljepa_ros.stream.pipeline.PerceptionPipeline`;
+this node converts messages, owns time, threads and parameters, and publishes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from vljepa_ros.conversions import ImageConversionError, compressed_to_rgb, image_to_rgb
+from vljepa_ros.msg import EmbeddingInfo, SemanticEmbedding, StateLabel
+from vljepa_ros.nodes.common import (
+    Param,
+    declare,
+    ns_to_stamp,
+    on_change,
+    qos_input,
+    qos_reliable,
+    run,
+    stamp_to_ns,
+)
+from vljepa_ros.stream.pipeline import PerceptionPipeline, PipelineConfig, StepResult
+from vljepa_ros.stream.state_tracker import StateTrackerConfig
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+PARAMS: list[Param] = [
+    Param(
+        "checkpoint",
+        "",
+        "Checkpoint directory, or the name of a shipped checkpoint; empty "
+        "loads the shipped default.",
+        read_only=True,
+    ),
+    Param(
+        "device",
+        "cpu",
+        "Torch device: cpu, cuda, cuda:N, or auto (cuda when available).",
+        read_only=True,
+    ),
+    Param(
+        "dtype", "fp32", "Inference precision.", choices=("fp32", "bf16", "fp16"), read_only=True
+    ),
+    Param(
+        "image_topics",
+        ["image"],
+        "Camera image topics (remap them); one model serves all.",
+        read_only=True,
+    ),
+    Param(
+        "camera_names",
+        [""],
+        "Output names per camera (vljepa/<name>/...) when there are "
+        "several; empty: cam0, cam1, ...",
+        read_only=True,
+    ),
+    Param(
+        "compressed",
+        False,
+        "Subscribe to sensor_msgs/CompressedImage instead of Image.",
+        read_only=True,
+    ),
+    Param(
+        "input_reliability",
+        "best_effort",
+        "QoS reliability of the camera subscription.",
+        choices=("best_effort", "reliable"),
+        read_only=True,
+    ),
+    Param(
+        "input_depth", 5, "QoS history depth of the camera subscription.", 1, 100, read_only=True
+    ),
+    Param(
+        "max_image_pixels",
+        8192 * 8192,
+        "Frames with more pixels are dropped as malformed.",
+        1,
+        1 << 30,
+        read_only=True,
+    ),
+    Param("autostart", True, "Configure and activate on start-up.", read_only=True),
+    Param("query", "", "Text query the predictor is conditioned on; empty: the model's default."),
+    Param(
+        "labels_file",
+        "",
+        "YAML file with `labels: {label: prompt}`; empty: the package's config/robot_states.yaml.",
+    ),
+    Param(
+        "labels",
+        [""],
+        "Inline labels as 'label: prompt' strings; when set, they replace labels_file.",
+    ),
+    Param("sample_hz", 10.0, "Frames per second of capture time sampled into a clip.", 0.5, 120.0),
+    Param("step_hz", 10.0, "Steps per second (one embedding per camera per step).", 0.1, 120.0),
+    Param(
+        "max_input_age",
+        0.5,
+        "Frames older than this (s) on arrival are dropped as stale.",
+        0.01,
+        60.0,
+    ),
+    Param("max_gap", 2.0, "A gap (s) between frames after which the clip starts over.", 0.2, 600.0),
+    Param("temperature", 0.05, "Softmax temperature over label cosine similarities.", 0.001, 10.0),
+    Param(
+        "smoothing",
+        0.4,
+        "Weight of the newest step in the smoothed label probabilities.",
+        0.01,
+        1.0,
+    ),
+    Param("enter_threshold", 0.5, "Smoothed probability at which a label is entered.", 0.0, 1.0),
+    Param("exit_threshold", 0.3, "Smoothed probability below which a label is left.", 0.0, 1.0),
+    Param(
+        "switch_margin", 0.15, "Lead a new label needs over the current one to take over.", 0.0, 1.0
+    ),
+    Param("min_dwell", 0.5, "Seconds a stable label is held before it may change.", 0.0, 60.0),
+    Param("top_k", 3, "Candidates reported per step.", 1, 100),
+    Param(
+        "camera_timeout",
+        2.0,
+        "Seconds without frames after which the camera is reported "
+        "silent (diagnostics ERROR, label unknown).",
+        0.1,
+        3600.0,
+    ),
+]
+SPECS = {p.name: p for p in PARAMS}
+# Parameters applied at run time through PerceptionPipeline.reconfigure.
+PIPELINE_PARAMS = {
+    "query",
+    "labels_file",
+    "labels",
+    "sample_hz",
+    "max_input_age",
+    "max_gap",
+    "temperature",
+    "smoothing",
+    "enter_threshold",
+    "exit_threshold",
+    "switch_margin",
+    "min_dwell",
+    "top_k",
+}
+
+
+def load_labels(values: dict[str, Any]) -> dict[str, str]:
+    """label -> prompt from the inline `labels` parameter or the YAML `labels_file`.
+
+    Raises:
+        ValueError: a missing or malformed file, or a malformed inline entry.
+    """
+    inline = [entry for entry in values["labels"] if entry.strip()]
+    if inline:
+        labels: dict[str, str] = {}
+        for entry in inline:
+            name, sep, prompt = entry.partition(":")
+            if not sep or not name.strip() or not prompt.strip():
+                raise ValueError(f"labels entry {entry!r} is not 'label: prompt'")
+            labels[name.strip()] = prompt.strip()
+        return labels
+    path = Path(values["labels_file"] or PACKAGE_ROOT / "config" / "robot_states.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"labels_file {path} cannot be read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"labels_file {path} is not valid YAML: {exc}") from exc
+    if (
+        not isinstance(data, dict)
+        or set(data) != {"labels"}
+        or not isinstance(data["labels"], dict)
+    ):
+        raise ValueError(f"labels_file {path} must hold exactly one key, labels: {{label: prompt}}")
+    return {str(k): str(v) for k, v in data["labels"].items()}
+
+
+def pipeline_config(values: dict[str, Any], default_query: str) -> PipelineConfig:
+    """The typed pipeline configuration from parameter values (ValueError if invalid)."""
+    return PipelineConfig(
+        query=values["query"] or default_query,
+        labels=load_labels(values),
+        sample_hz=values["sample_hz"],
+        max_input_age=values["max_input_age"],
+        max_gap=values["max_gap"],
+        tracker=StateTrackerConfig(
+            temperature=values["temperature"],
+            smoothing=values["smoothing"],
+            enter_threshold=values["enter_threshold"],
+            exit_threshold=values["exit_threshold"],
+            switch_margin=values["switch_margin"],
+            min_dwell=values["min_dwell"],
+            top_k=values["top_k"],
+        ),
+    )
+
+
+class _Stats:
+    """Counters and recent latencies of one camera, read by the diagnostics timer."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.bad = 0
+        self.steps = 0
+        self.dropped: dict[str, int] = {}
+        self.latencies_ms: deque[float] = deque(maxlen=500)
+        self.frame_times: deque[float] = deque(maxlen=300)
+        self.step_times: deque[float] = deque(maxlen=300)
+        self.last_frame_wall: float | None = None
+
+
+class PerceptionNode(LifecycleNode):
+    """Lifecycle node hosting the VL-JEPA model for one or more cameras."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("perception_node", **kwargs)
+        self.values = declare(self, PARAMS)
+        self.cameras = self._camera_names()
+        self.stats = {name: _Stats() for name in self.cameras}
+        self.busy_skips = 0
+        self.pipeline: PerceptionPipeline | None = None
+        self.runtime: Any = None
+        self.model_id = ""
+        self._work = threading.Event()
+        self._stop = threading.Event()
+        self._busy = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._subs: list[Any] = []
+        self._step_timer: Any = None
+        self._silent: set[str] = set()
+        self._frame_ids: dict[str, str] = {}
+        self._active = False
+        self._failure = ""
+        self._activated_wall = time.monotonic()
+        self._image_group = ReentrantCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._pubs: dict[str, tuple[Any, Any]] = {}
+        self._info_pub: dict[str, Any] = {}
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+        on_change(self, PARAMS, self._apply_changes)
+        if self.values["autostart"]:
+            # Without a lifecycle manager nobody would retry: a failed configure ends the process.
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise ValueError(f"perception_node could not configure: {self._failure}")
+            self.trigger_activate()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _camera_names(self) -> list[str]:
+        topics = self.values["image_topics"]
+        if not topics or any(not t.strip() for t in topics):
+            raise ValueError(f"image_topics must name at least one topic, got {topics}")
+        names = [n for n in self.values["camera_names"] if n.strip()]
+        if not names:
+            names = [f"cam{i}" for i in range(len(topics))] if len(topics) > 1 else [""]
+        if len(names) != len(topics) or len(set(names)) != len(names):
+            raise ValueError(f"camera_names {names} must be distinct, one per image topic {topics}")
+        return names
+
+    def _topic(self, camera: str, leaf: str) -> str:
+        return f"vljepa/{camera}/{leaf}" if camera else f"vljepa/{leaf}"
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from transformers.utils import logging as hf_logging
+
+        from vljepa_ros.model import ModelError, VLJepaRuntime
+
+        hf_logging.disable_progress_bar()  # weight-loading bars would flood the node's log
+
+        device = self.values["device"]
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        checkpoint = self.values["checkpoint"] or None
+        try:
+            if checkpoint is None:
+                self.runtime = VLJepaRuntime.load(device=device, dtype=self.values["dtype"])
+            else:
+                self.runtime = VLJepaRuntime.load(checkpoint, device, self.values["dtype"])
+            config = pipeline_config(self.values, self.runtime.cfg.default_query)
+            self.pipeline = PerceptionPipeline(self.runtime, config, self.cameras)
+        except (ModelError, ValueError, RuntimeError) as exc:
+            self._failure = str(exc)
+            self.get_logger().error(f"configure failed: {exc}")
+            self.runtime = self.pipeline = None
+            return TransitionCallbackReturn.FAILURE
+        self.model_id = getattr(self.runtime, "model_id", "") or str(checkpoint or "default")
+        for camera in self.cameras:
+            self._pubs[camera] = (
+                self.create_lifecycle_publisher(
+                    SemanticEmbedding, self._topic(camera, "embedding"), qos_reliable(10)
+                ),
+                self.create_lifecycle_publisher(
+                    StateLabel, self._topic(camera, "state"), qos_reliable(10)
+                ),
+            )
+            self._info_pub[camera] = self.create_publisher(
+                EmbeddingInfo, self._topic(camera, "embedding_info"), qos_reliable(1, latched=True)
+            )
+        self.get_logger().info(
+            f"model {self.model_id} on {device} ({self.values['dtype']}), "
+            f"{len(config.labels)} labels, query {config.query!r}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        assert self.pipeline is not None
+        if self.runtime.device.type == "cuda":
+            self.runtime.model.to(self.runtime.device)
+        msg_type = CompressedImage if self.values["compressed"] else Image
+        qos = qos_input(self.values["input_reliability"], self.values["input_depth"])
+        for camera, topic in zip(self.cameras, self.values["image_topics"], strict=True):
+            self._subs.append(
+                self.create_subscription(
+                    msg_type,
+                    topic,
+                    lambda msg, cam=camera: self._on_image(cam, msg),
+                    qos,
+                    callback_group=self._image_group,
+                )
+            )
+        self._stop.clear()
+        self._worker = threading.Thread(
+            target=self._work_loop, name="vljepa-inference", daemon=True
+        )
+        self._worker.start()
+        self._step_timer = self.create_timer(
+            1.0 / self.values["step_hz"], self._on_step_timer, callback_group=self._timer_group
+        )
+        self._publish_info()
+        self._active = True
+        self._activated_wall = time.monotonic()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._halt()
+        if self.runtime is not None and self.runtime.device.type == "cuda":
+            import torch
+
+            self.runtime.model.to("cpu")
+            torch.cuda.empty_cache()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._halt()
+        for pair in self._pubs.values():
+            for pub in pair:
+                self.destroy_lifecycle_publisher(pub)
+        for pub in self._info_pub.values():
+            self.destroy_publisher(pub)
+        self._pubs.clear()
+        self._info_pub.clear()
+        self.pipeline = self.runtime = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._halt()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _halt(self) -> None:
+        """Stop stepping and unsubscribe (deactivate, cleanup, shutdown)."""
+        if self._step_timer is not None:
+            self.destroy_timer(self._step_timer)
+            self._step_timer = None
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs.clear()
+        self._stop.set()
+        self._work.set()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+            self._worker = None
+
+    def close(self) -> None:
+        """Called by `run` at exit."""
+        self._halt()
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_image(self, camera: str, msg: Image | CompressedImage) -> None:
+        stats = self.stats[camera]
+        stats.frames += 1
+        wall = time.monotonic()
+        stats.frame_times.append(wall)
+        stats.last_frame_wall = wall
+        if camera in self._silent:
+            self._silent.discard(camera)
+            self.get_logger().info(f"camera {camera or 'image'} is back")
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
+        try:
+            if isinstance(msg, CompressedImage):
+                rgb = compressed_to_rgb(msg, self.values["max_image_pixels"])
+            else:
+                rgb = image_to_rgb(msg, self.values["max_image_pixels"])
+        except ImageConversionError as exc:
+            stats.bad += 1
+            self.get_logger().warn(
+                f"dropped a malformed frame ({stats.bad} so far): {exc}", throttle_duration_sec=5.0
+            )
+            return
+        outcome = pipeline.offer(
+            camera, rgb, stamp_to_ns(msg.header.stamp), self.get_clock().now().nanoseconds
+        )
+        if outcome.value not in ("sampled", "skipped"):
+            stats.dropped[outcome.value] = stats.dropped.get(outcome.value, 0) + 1
+            if outcome.value != "reset":
+                self.get_logger().warn(
+                    f"dropped a frame: {outcome.value}", throttle_duration_sec=5.0
+                )
+        self._frame_ids[camera] = msg.header.frame_id
+
+    def _on_step_timer(self) -> None:
+        if self._busy.locked():
+            self.busy_skips += 1  # a step is still running: skip, never queue
+            return
+        self._work.set()
+
+    def _work_loop(self) -> None:
+        while not self._stop.is_set():
+            self._work.wait()
+            self._work.clear()
+            if self._stop.is_set():
+                return
+            with self._busy:
+                pipeline = self.pipeline
+                if pipeline is None:
+                    continue
+                try:
+                    results = pipeline.step()
+                except Exception as exc:  # keep serving: log and count
+                    self.get_logger().error(f"step failed: {exc}", throttle_duration_sec=5.0)
+                    continue
+                for result in results:
+                    self._publish_step(result)
+
+    # ------------------------------------------------------------------ outputs
+
+    def _header(self, camera: str, stamp_ns: int) -> Header:
+        return Header(stamp=ns_to_stamp(stamp_ns), frame_id=self._frame_ids.get(camera, ""))
+
+    def _publish_step(self, result: StepResult) -> None:
+        camera = result.camera
+        stats = self.stats[camera]
+        header = self._header(camera, result.stamp_ns)
+        assert self.pipeline is not None
+        latency_ms = (self.get_clock().now().nanoseconds - result.stamp_ns) / 1e6
+        state = result.state
+        embedding_pub, state_pub = self._pubs[camera]
+        embedding_pub.publish(
+            SemanticEmbedding(
+                header=header,
+                clip_start=ns_to_stamp(result.clip_start_ns),
+                seq=result.seq,
+                model_id=self.model_id,
+                query=self.pipeline.config.query,
+                embedding=result.embedding.tolist(),
+                novelty=result.novelty,
+                latency_ms=latency_ms,
+            )
+        )
+        label = "unknown" if camera in self._silent else state.label
+        state_pub.publish(
+            StateLabel(
+                header=header,
+                seq=result.seq,
+                label=label,
+                confidence=state.confidence,
+                instant_label=state.instant_label,
+                instant_confidence=state.instant_confidence,
+                candidates=state.candidates,
+                scores=state.scores,
+                changed=state.changed,
+                since=ns_to_stamp(state.since_ns),
+            )
+        )
+        stats.steps += 1
+        stats.step_times.append(time.monotonic())
+        stats.latencies_ms.append(latency_ms)
+
+    def _announce_silence(self, camera: str) -> None:
+        """A silent camera's label becomes unknown: one StateLabel says so (no step runs)."""
+        if self.pipeline is None:
+            return
+        self.pipeline.reset(camera)
+        seq = max(0, self.pipeline.cameras[camera].seq - 1)
+        now = self.get_clock().now().nanoseconds
+        self._pubs[camera][1].publish(
+            StateLabel(
+                header=self._header(camera, now),
+                seq=seq,
+                label="unknown",
+                changed=True,
+                since=ns_to_stamp(now),
+            )
+        )
+        self.get_logger().error(f"camera {camera or 'image'} is silent; label set to unknown")
+
+    def _publish_info(self) -> None:
+        if self.pipeline is None:
+            return
+        config = self.pipeline.config
+        matrix = self.pipeline.label_matrix
+        for camera, pub in self._info_pub.items():
+            pub.publish(
+                EmbeddingInfo(
+                    header=self._header(camera, self.get_clock().now().nanoseconds),
+                    model_id=self.model_id,
+                    y_encoder_id=str(getattr(self.runtime, "y_encoder_id", "")),
+                    dim=int(matrix.shape[1]),
+                    query=config.query,
+                    clip_frames=self.pipeline.clip_frames,
+                    step_hz=float(self.values["step_hz"]),
+                    labels=list(config.labels),
+                    label_prompts=list(config.labels.values()),
+                    label_embeddings=matrix.astype(np.float32).reshape(-1).tolist(),
+                )
+            )
+
+    def _apply_changes(self, changes: dict[str, Any]) -> None:
+        """Validate and apply run-time parameter changes (ValueError rejects them all)."""
+        read_only = [name for name in changes if SPECS[name].read_only]
+        if read_only:
+            raise ValueError(f"{', '.join(read_only)} cannot change at run time")
+        values = {**self.values, **changes}
+        if self.pipeline is not None and PIPELINE_PARAMS & set(changes):
+            config = pipeline_config(values, self.runtime.cfg.default_query)
+            self.pipeline.reconfigure(config)
+        self.values = values
+        if "step_hz" in changes and self._step_timer is not None:
+            self.destroy_timer(self._step_timer)
+            self._step_timer = self.create_timer(
+                1.0 / values["step_hz"], self._on_step_timer, callback_group=self._timer_group
+            )
+        if {"query", "labels", "labels_file", "step_hz"} & set(changes):
+            self._publish_info()
+
+    def _publish_diagnostics(self) -> None:
+        now_wall = time.monotonic()
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        for camera in self.cameras:
+            stats = self.stats[camera]
+            last = stats.last_frame_wall
+            silent_for = now_wall - max(last or 0.0, self._activated_wall)
+            active = self._active
+            status = DiagnosticStatus(
+                name=f"vljepa perception: {camera or 'camera'}", hardware_id=self.model_id
+            )
+            if active and silent_for > self.values["camera_timeout"]:
+                status.level = DiagnosticStatus.ERROR
+                status.message = (
+                    f"no frames for {silent_for:.1f} s since activation"
+                    if last is None or last < self._activated_wall
+                    else f"camera silent for {silent_for:.1f} s"
+                )
+                if camera not in self._silent:
+                    self._silent.add(camera)
+                    self._announce_silence(camera)
+            elif stats.bad or stats.dropped:
+                status.level = DiagnosticStatus.WARN
+                status.message = "running; some frames dropped"
+            else:
+                status.level = DiagnosticStatus.OK
+                status.message = "running" if active else "inactive"
+            lat = np.asarray(stats.latencies_ms) if stats.latencies_ms else np.zeros(1)
+            values = {
+                "input_rate_hz": _rate(stats.frame_times, now_wall),
+                "step_rate_hz": _rate(stats.step_times, now_wall),
+                "latency_p50_ms": float(np.percentile(lat, 50)),
+                "latency_p99_ms": float(np.percentile(lat, 99)),
+                "frames_received": stats.frames,
+                "steps_published": stats.steps,
+                "bad_frames": stats.bad,
+                "stale_frames": stats.dropped.get("stale", 0),
+                "future_frames": stats.dropped.get("future", 0),
+                "duplicate_frames": stats.dropped.get("duplicate", 0),
+                "stream_resets": stats.dropped.get("reset", 0),
+                "steps_skipped_busy": self.busy_skips,
+                "device": str(getattr(self.runtime, "device", self.values["device"])),
+                "model_id": self.model_id,
+            }
+            status.values = [
+                KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
+                for k, v in values.items()
+            ]
+            array.status.append(status)
+        self._diag_pub.publish(array)
+
+
+def _rate(times: deque[float], now: float, window: float = 5.0) -> float:
+    recent = [t for t in times if now - t <= window]
+    return len(recent) / window if recent else 0.0
+
+
+def main() -> int:
+    return run(lambda args: PerceptionNode())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
