@@ -197,3 +197,20 @@ def micro_minilm_config(bert_folder: Path):
     data["embed_dim"] = 384
     data["y_encoder"] = tiny().to_dict()["y_encoder"]
     return VLJepaConfig.from_dict(data)
+
+
+@pytest.fixture(scope="session")
+def micro_checkpoint(tmp_path_factory: pytest.TempPathFactory, bert_folder: Path) -> Path:
+    """A micro model (random weights) in MiniLM's 384-d space, saved as a real checkpoint for
+    the node tests: their behaviour does not depend on trained weights."""
+    import torch
+
+    from vljepa_ros.model import VLJepa, VLJepaConfig, save_checkpoint, tiny
+
+    data = micro_config_dict(bert_folder)
+    data["embed_dim"] = 384
+    data["y_encoder"] = tiny().to_dict()["y_encoder"]
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "micro"
+    save_checkpoint(VLJepa(VLJepaConfig.from_dict(data)), path)
+    return path

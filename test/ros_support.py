@@ -137,3 +137,81 @@ def spawn(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+class RosPeer:
+    """This test process's side of a DDS conversation: a node spinning in a thread that keeps
+    every message of the subscribed topics."""
+
+    def __init__(self, name: str) -> None:
+        import threading
+
+        import rclpy
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.lock = threading.Lock()
+        self.got: dict[str, list[Any]] = {}
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def keep(self, key: str, msg_type: Any, topic: str, qos: Any) -> None:
+        """Subscribe and keep every message of `topic` under `key`."""
+        self.got[key] = []
+
+        def callback(msg: Any) -> None:
+            with self.lock:
+                self.got[key].append(msg)
+
+        self.node.create_subscription(msg_type, topic, callback, qos)
+
+    def snapshot(self, key: str) -> list[Any]:
+        with self.lock:
+            return list(self.got[key])
+
+    def wait_for(self, what: Any, timeout: float, why: str) -> None:
+        """Poll `what()` until true; fail naming `why` after `timeout` seconds."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if what():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {why}")
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def start_node(module: str, *params: str) -> subprocess.Popen[str]:
+    """One of the package's nodes, with `name:=value` parameters, in its own process."""
+    args = [sys.executable, "-m", f"vljepa_ros.nodes.{module}", "--ros-args"]
+    for param in params:
+        args += ["-p", param]
+    return subprocess.Popen(
+        args,
+        cwd=REPO,
+        env=python_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop_node(process: subprocess.Popen[str], timeout: float = 30.0) -> str:
+    """SIGTERM the node, wait for it, and return what it printed."""
+    process.terminate()
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    return output

@@ -8,57 +8,22 @@ depend on trained weights.
 from __future__ import annotations
 
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from ros_support import REPO, python_env
+from ros_support import RosPeer, start_node, stop_node
 
 NS = 1_000_000_000
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, bert_folder: Path) -> Path:
-    """A micro model in MiniLM's space saved with the project's checkpoint writer."""
-    import torch
-    from conftest import micro_config_dict
-
-    from vljepa_ros.model import VLJepa, VLJepaConfig, save_checkpoint, tiny
-
-    data = micro_config_dict(bert_folder)
-    data["embed_dim"] = 384
-    data["y_encoder"] = tiny().to_dict()["y_encoder"]
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "micro"
-    save_checkpoint(VLJepa(VLJepaConfig.from_dict(data)), path)
-    return path
-
-
-def start_node(*params: str) -> subprocess.Popen[str]:
-    """perception_node with the given `name:=value` parameters, in its own process."""
-    args = [sys.executable, "-m", "vljepa_ros.nodes.perception_node", "--ros-args"]
-    for param in params:
-        args += ["-p", param]
-    return subprocess.Popen(
-        args,
-        cwd=REPO,
-        env=python_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-class Peer:
-    """This process's side: a camera publisher and subscribers to every output."""
+class Peer(RosPeer):
+    """A camera publisher and subscribers to every output of the perception node."""
 
     def __init__(self) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rcl_interfaces.srv import SetParameters
         from sensor_msgs.msg import Image
@@ -66,49 +31,13 @@ class Peer:
         from vljepa_ros.msg import EmbeddingInfo, SemanticEmbedding, StateLabel
         from vljepa_ros.nodes.common import qos_reliable
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("test_peer", context=self.context)
-        self.lock = threading.Lock()
-        self.got: dict[str, list[Any]] = {"embedding": [], "state": [], "info": [], "diag": []}
+        super().__init__("test_camera_peer")
         self.camera = self.node.create_publisher(Image, "/image", qos_reliable(50))
-
-        def keep(key: str) -> Callable[[Any], None]:
-            def callback(msg: Any) -> None:
-                with self.lock:
-                    self.got[key].append(msg)
-
-            return callback
-
-        sub = self.node.create_subscription
-        sub(SemanticEmbedding, "/vljepa/embedding", keep("embedding"), qos_reliable(100))
-        sub(StateLabel, "/vljepa/state", keep("state"), qos_reliable(100))
-        sub(EmbeddingInfo, "/vljepa/embedding_info", keep("info"), qos_reliable(5, latched=True))
-        sub(DiagnosticArray, "/diagnostics", keep("diag"), 10)
+        self.keep("embedding", SemanticEmbedding, "/vljepa/embedding", qos_reliable(100))
+        self.keep("state", StateLabel, "/vljepa/state", qos_reliable(100))
+        self.keep("info", EmbeddingInfo, "/vljepa/embedding_info", qos_reliable(5, latched=True))
+        self.keep("diag", DiagnosticArray, "/diagnostics", 10)
         self.set_params = self.node.create_client(SetParameters, "/perception_node/set_parameters")
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-
-    def snapshot(self, key: str) -> list[Any]:
-        with self.lock:
-            return list(self.got[key])
-
-    def wait_for(self, what: Callable[[], bool], timeout: float, why: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if what():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout} s waiting for {why}")
 
     def send_frames(self, count: int, hz: float = 15.0) -> list[int]:
         """Publish `count` good rgb8 frames stamped now; return their stamps."""
@@ -159,10 +88,11 @@ class Peer:
 
 
 @pytest.fixture(scope="module")
-def running(checkpoint: Path) -> Iterator[tuple[subprocess.Popen[str], Peer]]:
+def running(micro_checkpoint: Path) -> Iterator[tuple[subprocess.Popen[str], Peer]]:
     """One perception node for the module, with a short camera timeout."""
     node = start_node(
-        f"checkpoint:={checkpoint}",
+        "perception_node",
+        f"checkpoint:={micro_checkpoint}",
         "input_reliability:=reliable",
         "input_depth:=50",
         "camera_timeout:=1.5",
@@ -174,13 +104,7 @@ def running(checkpoint: Path) -> Iterator[tuple[subprocess.Popen[str], Peer]]:
         yield node, peer
     finally:
         peer.close()
-        node.terminate()
-        try:
-            output, _ = node.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            output, _ = node.communicate()
-        print(output[-3000:])
+        print(stop_node(node)[-3000:])
 
 
 def _malformed_frames() -> dict[str, Any]:
@@ -312,7 +236,7 @@ def test_silent_camera_reports_error_and_unknown(running: tuple) -> None:
 
 def test_missing_checkpoint_fails_fast_naming_the_path() -> None:
     """A checkpoint path that does not exist ends the node with status 2 and the path."""
-    node = start_node("checkpoint:=/no/such/checkpoint")
+    node = start_node("perception_node", "checkpoint:=/no/such/checkpoint")
     output, _ = node.communicate(timeout=120)
     assert node.returncode == 2, output[-2000:]
     assert "/no/such/checkpoint" in output

@@ -5,6 +5,7 @@ Written against the rclpy API that Humble, Jazzy and Kilted share.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -168,27 +169,38 @@ def ns_to_stamp(ns: int) -> Time:
     return Time(sec=int(ns // NS), nanosec=int(ns % NS))
 
 
-def run(node_factory: Callable[[list[str]], Node], executor_threads: int = 2) -> int:
-    """Start rclpy, spin the node until Ctrl-C or shutdown, and clean up; the exit code.
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
+
+def run(node_factory: Callable[[list[str]], Node], executor_threads: int = 2) -> int:
+    """Start rclpy, spin the node until Ctrl-C or SIGTERM, and clean up; the exit code.
+
+    rclpy's own signal handlers are replaced by KeyboardInterrupt, so the context is still
+    valid while the node's `close()` (if it has one) runs: a node can publish its last words.
     A configuration error raised while constructing the node (ValueError) is printed as one
     line with the reason, and the process exits with status 2.
     """
     args = sys.argv
-    rclpy.init(args=args)
+    try:
+        from rclpy.signals import SignalHandlerOptions
+
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except ImportError:  # rclpy without signal options: its handlers shut the context down
+        rclpy.init(args=args)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     node: Node | None = None
+    code = 0
     try:
         node = node_factory(args)
         executor = rclpy.executors.MultiThreadedExecutor(num_threads=executor_threads)
         executor.add_node(node)
         executor.spin()
-    except KeyboardInterrupt:
-        pass
-    except rclpy.executors.ExternalShutdownException:
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     except ValueError as exc:
         print(f"[error] {exc}", file=sys.stderr)
-        return 2
+        code = 2
     finally:
         if node is not None:
             close = getattr(node, "close", None)
@@ -197,4 +209,4 @@ def run(node_factory: Callable[[list[str]], Node], executor_threads: int = 2) ->
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
-    return 0
+    return code

@@ -1,0 +1,189 @@
+"""decoder_node in its own process: selective decoding of a stream sent over real DDS."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ros_support import RosPeer, start_node, stop_node
+
+NS = 1_000_000_000
+T0 = 1_700_000_000 * NS
+DIM = 384
+
+
+def _scene(index: int, steps: int, seed: int = 0) -> np.ndarray:
+    """`steps` noisy unit vectors around scene `index`'s direction (scenes are orthogonal)."""
+    rng = np.random.default_rng(seed + 97 * index)
+    out = np.zeros((steps, DIM))
+    out[:, index] = 1.0
+    out += 0.02 * rng.standard_normal((steps, DIM))
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+class StreamPeer(RosPeer):
+    """Plays the perception node (embeddings and labels) and keeps the decoder's events."""
+
+    def __init__(self) -> None:
+        from vljepa_ros.msg import SemanticEmbedding, StateLabel, TextEvent
+        from vljepa_ros.nodes.common import qos_reliable
+
+        super().__init__("test_stream_peer")
+        self.embeddings = self.node.create_publisher(
+            SemanticEmbedding, "/vljepa/embedding", qos_reliable(50)
+        )
+        self.states = self.node.create_publisher(StateLabel, "/vljepa/state", qos_reliable(50))
+        self.keep("events", TextEvent, "/vljepa/events", qos_reliable(100, latched=True))
+
+    def wait_for_decoder(self) -> None:
+        self.wait_for(
+            lambda: (
+                self.embeddings.get_subscription_count() > 0
+                and self.states.get_subscription_count() > 0
+            ),
+            60.0,
+            "the decoder node to subscribe",
+        )
+
+    def play(self, vectors: np.ndarray, labels: list[str], first_seq: int, start_ns: int) -> None:
+        """Publish one step per vector at 20 steps/s of stream time (sent without pacing)."""
+        import time
+
+        from vljepa_ros.msg import SemanticEmbedding, StateLabel
+        from vljepa_ros.nodes.common import ns_to_stamp
+
+        for k, (vector, label) in enumerate(zip(vectors, labels, strict=True)):
+            stamp = ns_to_stamp(start_ns + k * NS // 20)
+            seq = first_seq + k
+            msg = SemanticEmbedding(seq=seq, embedding=vector.astype(np.float32).tolist())
+            msg.header.stamp, msg.header.frame_id = stamp, "cam_frame"
+            state = StateLabel(seq=seq, label=label)
+            state.header.stamp = stamp
+            self.embeddings.publish(msg)
+            self.states.publish(state)
+            time.sleep(0.005)
+
+
+@pytest.fixture
+def decoder(micro_checkpoint: Path) -> Iterator[tuple[subprocess.Popen[str], StreamPeer]]:
+    node = start_node(
+        "decoder_node",
+        f"checkpoint:={micro_checkpoint}",
+        "shift_threshold:=0.3",
+        "persistence:=2",
+    )
+    peer = StreamPeer()
+    try:
+        peer.wait_for_decoder()
+        yield node, peer
+    finally:
+        peer.close()
+        if node.poll() is None:
+            print(stop_node(node)[-3000:])
+
+
+def test_one_event_per_change_with_the_segment_stamps(decoder: tuple) -> None:
+    """Scene A then B (labels change with it): one event for A, stamped with A's steps."""
+    _, peer = decoder
+    peer.play(np.vstack([_scene(0, 12), _scene(1, 12)]), ["idle"] * 12 + ["reaching"] * 12, 0, T0)
+    peer.wait_for(lambda: len(peer.snapshot("events")) >= 1, 20.0, "the first event")
+    from vljepa_ros.nodes.common import stamp_to_ns
+
+    (event,) = peer.snapshot("events")
+    assert event.trigger in ("label_change", "semantic_shift")
+    assert (event.event_id, event.label, event.steps) == (0, "idle", 12)
+    assert stamp_to_ns(event.segment_start) == T0
+    assert stamp_to_ns(event.segment_end) == T0 + 11 * NS // 20
+    assert event.header.stamp == event.segment_end
+    assert event.header.frame_id == "cam_frame"
+    assert isinstance(event.text, str)
+    assert event.embedding[0] > 0.95  # the mean of scene A points along its direction
+
+
+def test_perception_restart_flushes_as_stream_reset(decoder: tuple) -> None:
+    """Seq going back to 0 (perception restarted) closes the open segment as stream_reset."""
+    _, peer = decoder
+    peer.play(_scene(0, 10), ["idle"] * 10, 0, T0)
+    peer.play(_scene(0, 5), ["idle"] * 5, 0, T0 + 30 * NS)
+    peer.wait_for(lambda: len(peer.snapshot("events")) >= 1, 20.0, "the reset event")
+    (event,) = peer.snapshot("events")
+    assert (event.trigger, event.steps) == ("stream_reset", 10)
+
+
+def test_shutdown_flushes_the_open_segment(decoder: tuple) -> None:
+    """SIGTERM decodes and publishes the open segment (trigger shutdown) before exiting."""
+    node, peer = decoder
+    peer.play(_scene(2, 8), ["lifting"] * 8, 0, T0)
+    import time
+
+    time.sleep(1.0)  # let the decoder receive the steps
+    node.send_signal(signal.SIGTERM)
+    node.wait(timeout=30)
+    assert node.returncode == 0
+    peer.wait_for(lambda: len(peer.snapshot("events")) >= 1, 10.0, "the shutdown event")
+    (event,) = peer.snapshot("events")
+    assert (event.trigger, event.label, event.steps) == ("shutdown", "lifting", 8)
+
+
+def test_restarted_decoder_resumes_and_marks_the_reset(micro_checkpoint: Path) -> None:
+    """A decoder killed mid-stream and started again resumes; its first event is stream_reset."""
+    peer = StreamPeer()
+    first = start_node("decoder_node", f"checkpoint:={micro_checkpoint}")
+    try:
+        peer.wait_for_decoder()
+        peer.play(
+            np.vstack([_scene(0, 10), _scene(1, 10)]), ["idle"] * 10 + ["reaching"] * 10, 0, T0
+        )
+        peer.wait_for(lambda: len(peer.snapshot("events")) >= 1, 20.0, "an event before the kill")
+        first.kill()
+        first.wait(timeout=10)
+        before = len(peer.snapshot("events"))
+        second = start_node("decoder_node", f"checkpoint:={micro_checkpoint}")
+        try:
+            # the stream goes on while the new decoder starts (its subscriptions cannot be told
+            # from the killed one's, which DDS may still list): play until events come again
+            import time
+
+            seq, deadline = 20, time.monotonic() + 60
+            while len(peer.snapshot("events")) <= before and time.monotonic() < deadline:
+                labels = ["lifting"] * 10 + ["placing"] * 10
+                peer.play(
+                    np.vstack([_scene(2, 10), _scene(3, 10)]), labels, seq, T0 + seq * NS // 20
+                )
+                seq += 20
+                time.sleep(0.5)
+            after = peer.snapshot("events")[before:]
+            assert after, "no event after the restart"
+            assert after[0].trigger == "stream_reset"
+            assert after[0].event_id == 0  # ids count within a run
+            ids = [e.event_id for e in after]
+            assert len(ids) == len(set(ids))
+        finally:
+            stop_node(second)
+    finally:
+        peer.close()
+        if first.poll() is None:
+            first.kill()
+
+
+def test_bad_segmenter_parameter_is_rejected(decoder: tuple) -> None:
+    """An out-of-range shift threshold is refused with the parameter's name."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    _, peer = decoder
+    client = peer.node.create_client(SetParameters, "/decoder_node/set_parameters")
+    assert client.wait_for_service(timeout_sec=10.0)
+    for name, value in [("shift_threshold", 0.0), ("persistence", 0), ("device", "cuda")]:
+        request = SetParameters.Request(
+            parameters=[Parameter(name, value=value).to_parameter_msg()]
+        )
+        future = client.call_async(request)
+        peer.wait_for(future.done, 10.0, "set_parameters")
+        result = future.result().results[0]
+        assert not result.successful
+        assert name in result.reason

@@ -1,0 +1,203 @@
+"""decoder_node: the silent embedding stream in, a TextEvent out only when the meaning changes.
+
+Steps (SemanticEmbedding + StateLabel, joined by seq) feed an `OnlineSegmenter`; every segment it
+closes is decoded once, on its average-pooled embedding, by the Y-decoder in a worker thread, and
+published on vljepa/events (reliable, keep last 100, transient local). On shutdown the open
+segment is flushed and decoded before the node exits.
+
+Event ids count from 0 in every run of the node. A decoder that starts on a stream already in
+progress (its first step has seq > 0, e.g. after the decoder was restarted) marks its first
+event with the trigger stream_reset, so consumers know that steps before it were not seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from typing import Any
+
+import numpy as np
+from rclpy.node import Node
+from std_msgs.msg import Header
+
+from vljepa_ros.msg import SemanticEmbedding, StateLabel, TextEvent
+from vljepa_ros.nodes.common import (
+    Param,
+    declare,
+    ns_to_stamp,
+    on_change,
+    qos_reliable,
+    run,
+    stamp_to_ns,
+)
+from vljepa_ros.stream.joiner import JoinedStep, StepJoiner
+from vljepa_ros.stream.segmenter import OnlineSegmenter, Segment, SegmenterConfig
+
+PARAMS: list[Param] = [
+    Param(
+        "checkpoint",
+        "",
+        "Checkpoint whose Y-decoder turns embeddings into text; empty: the shipped default.",
+        read_only=True,
+    ),
+    Param("device", "cpu", "Torch device for the decoder: cpu, cuda, cuda:N.", read_only=True),
+    Param(
+        "shift_threshold",
+        0.15,
+        "Cosine distance from the open segment's mean embedding that counts as a semantic shift.",
+        0.001,
+        2.0,
+    ),
+    Param("persistence", 3, "Consecutive shifted steps that close a segment.", 1, 1000),
+    Param("min_steps", 2, "Steps a segment needs before a shift may close it.", 1, 10000),
+    Param("label_change", True, "Close the segment when the stabilised label changes."),
+    Param("max_interval", 0.0, "Close a segment after this many seconds; 0 disables.", 0.0, 3600.0),
+    Param("max_gap", 2.0, "Seconds without steps that count as a stream reset.", 0.1, 3600.0),
+    Param("max_text_length", 32, "Longest decoded text, in tokens.", 1, 512),
+    Param("label_wait", 0.5, "Seconds an embedding waits for its StateLabel.", 0.01, 10.0),
+]
+
+
+def segmenter_config(values: dict[str, Any]) -> SegmenterConfig:
+    return SegmenterConfig(
+        shift_threshold=values["shift_threshold"],
+        persistence=values["persistence"],
+        min_steps=values["min_steps"],
+        label_change=values["label_change"],
+        max_interval=values["max_interval"],
+        max_gap=values["max_gap"],
+    )
+
+
+class DecoderNode(Node):
+    """Selective decoding of the embedding stream into text events."""
+
+    def __init__(self) -> None:
+        super().__init__("decoder_node")
+        self.values = declare(self, PARAMS)
+        from transformers.utils import logging as hf_logging
+
+        from vljepa_ros.model import ModelError, VLJepaRuntime
+
+        hf_logging.disable_progress_bar()
+        try:
+            checkpoint = self.values["checkpoint"]
+            if checkpoint:
+                self.runtime = VLJepaRuntime.load(checkpoint, self.values["device"])
+            else:
+                self.runtime = VLJepaRuntime.load(device=self.values["device"])
+        except ModelError as exc:
+            raise ValueError(f"decoder_node could not load its model: {exc}") from exc
+        self.segmenter = OnlineSegmenter(segmenter_config(self.values))
+        self.joiner = StepJoiner(max_wait=self.values["label_wait"])
+        self.lock = threading.Lock()  # segmenter and joiner: callbacks vs. shutdown flush
+        self.event_id = 0
+        self.frame_id = ""
+        self._mark_reset: bool | None = None  # decided by the first step seen
+        self._jobs: queue.Queue[Segment | None] = queue.Queue(maxsize=100)
+        self.events = self.create_publisher(
+            TextEvent, "vljepa/events", qos_reliable(100, latched=True)
+        )
+        self.create_subscription(
+            SemanticEmbedding, "vljepa/embedding", self._on_embedding, qos_reliable(50)
+        )
+        self.create_subscription(StateLabel, "vljepa/state", self._on_state, qos_reliable(50))
+        self.create_timer(0.1, self._on_timer)
+        on_change(self, PARAMS, self._apply_changes)
+        self._worker = threading.Thread(target=self._decode_loop, name="vljepa-decoder")
+        self._worker.start()
+        self.get_logger().info(f"decoding with {self.runtime.model_id}")
+
+    def _now(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_embedding(self, msg: SemanticEmbedding) -> None:
+        embedding = np.asarray(msg.embedding, dtype=np.float32)
+        with self.lock:
+            steps = self.joiner.add_embedding(
+                msg.seq, stamp_to_ns(msg.header.stamp), embedding, msg.header.frame_id, self._now()
+            )
+            self._segment(steps)
+
+    def _on_state(self, msg: StateLabel) -> None:
+        with self.lock:
+            self._segment(self.joiner.add_label(msg.seq, msg.label, self._now()))
+
+    def _on_timer(self) -> None:
+        with self.lock:
+            self._segment(self.joiner.expire(self._now()))
+
+    def _segment(self, steps: list[JoinedStep]) -> None:
+        for step in steps:
+            self.frame_id = step.frame_id
+            if self._mark_reset is None:
+                self._mark_reset = step.seq > 0
+            for segment in self.segmenter.step(step.embedding, step.stamp_ns, step.seq, step.label):
+                self._submit(segment)
+
+    def _submit(self, segment: Segment) -> None:
+        if self._mark_reset:
+            segment = dataclasses.replace(segment, trigger="stream_reset")
+            self._mark_reset = False
+        try:
+            self._jobs.put_nowait(segment)
+        except queue.Full:
+            self.get_logger().warn(
+                "decoder is behind: a segment was dropped", throttle_duration_sec=5.0
+            )
+
+    def _decode_loop(self) -> None:
+        import torch
+
+        while True:
+            segment = self._jobs.get()
+            if segment is None:
+                return
+            text = self.runtime.decode(
+                torch.from_numpy(segment.embedding), self.values["max_text_length"]
+            )
+            self._publish(segment, text)
+
+    def _publish(self, segment: Segment, text: str) -> None:
+        event = TextEvent(
+            header=Header(stamp=ns_to_stamp(segment.end_ns), frame_id=self.frame_id),
+            event_id=self.event_id,
+            segment_start=ns_to_stamp(segment.start_ns),
+            segment_end=ns_to_stamp(segment.end_ns),
+            text=text,
+            label=segment.label,
+            trigger=segment.trigger,
+            novelty=segment.novelty,
+            steps=segment.steps,
+            embedding=segment.embedding.tolist(),
+        )
+        self.event_id += 1
+        self.events.publish(event)
+        self.get_logger().info(f"[{segment.trigger}] {segment.label}: {text}")
+
+    def _apply_changes(self, changes: dict[str, Any]) -> None:
+        read_only = [name for name in changes if name in ("checkpoint", "device")]
+        if read_only:
+            raise ValueError(f"{', '.join(read_only)} cannot change at run time")
+        values = {**self.values, **changes}
+        config = segmenter_config(values)  # ValueError rejects the change
+        with self.lock:
+            self.segmenter.config = config
+        self.values = values
+
+    def close(self) -> None:
+        """Flush the open segment, decode what is queued, and stop the worker."""
+        with self.lock:
+            for segment in self.segmenter.flush("shutdown"):
+                self._submit(segment)
+        self._jobs.put(None)
+        self._worker.join(timeout=30.0)
+
+
+def main() -> int:
+    return run(lambda args: DecoderNode())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
