@@ -1,0 +1,111 @@
+"""Overlay rendering: the fixed embedding map, the trail, and what is drawn on the frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vljepa_ros.overlay import (
+    EmbeddingMap,
+    EmbeddingTrail,
+    OverlayState,
+    render_map,
+    render_overlay,
+)
+
+LABELS = ["idle", "reaching", "grasping", "lifting"]
+
+
+def _unit_rows(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((n, dim))
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def _red(image: np.ndarray) -> np.ndarray:
+    return (image[..., 0] > 180) & (image[..., 1] < 90) & (image[..., 2] < 90)
+
+
+def _blue(image: np.ndarray) -> np.ndarray:
+    return (image[..., 2] > 180) & (image[..., 0] < 90)
+
+
+def test_map_is_fixed_and_anchors_are_distinct() -> None:
+    """Projection depends only on the prompts; each anchor has its own place inside the map."""
+    prompts = _unit_rows(4)
+    first, second = EmbeddingMap(LABELS, prompts), EmbeddingMap(LABELS, prompts.copy())
+    np.testing.assert_allclose(first.anchors, second.anchors)
+    unit = first.to_unit(first.anchors)
+    assert np.abs(unit).max() <= 0.81
+    distances = np.linalg.norm(unit[:, None] - unit[None], axis=-1)
+    assert distances[~np.eye(4, dtype=bool)].min() > 0.05
+
+
+def test_an_embedding_at_a_prompt_lands_on_its_anchor() -> None:
+    """Projecting a label's own embedding gives exactly that label's anchor."""
+    prompts = _unit_rows(4, seed=1)
+    emb_map = EmbeddingMap(LABELS, prompts)
+    np.testing.assert_allclose(emb_map.project(prompts[2]), emb_map.anchors[2], atol=1e-9)
+
+
+@pytest.mark.parametrize(("labels", "rows"), [(["only"], 1), (["a", "b"], 3)])
+def test_map_needs_two_labels_matching_the_rows(labels: list, rows: int) -> None:
+    """Fewer than two labels, or rows that do not match the labels, raise ValueError."""
+    with pytest.raises(ValueError, match="two labels"):
+        EmbeddingMap(labels, _unit_rows(rows))
+
+
+def test_two_labels_still_give_a_2d_map() -> None:
+    """With two prompts the map still has two independent axes."""
+    emb_map = EmbeddingMap(["open", "closed"], _unit_rows(2, seed=2))
+    assert emb_map.axes.shape == (2, 32)
+    assert abs(float(emb_map.axes[0] @ emb_map.axes[1])) < 1e-9
+
+
+def test_map_points_move_when_the_embedding_moves() -> None:
+    """Red and blue pixels follow the stream from one prompt towards another."""
+    prompts = _unit_rows(4, seed=3)
+    emb_map = EmbeddingMap(LABELS, prompts)
+    trail = EmbeddingTrail(length=5, smoothing=0.5)
+    for _ in range(5):
+        trail.add(prompts[0])
+    before_red, before_blue = _red(render_map(emb_map, trail)), _blue(render_map(emb_map, trail))
+    for _ in range(5):
+        trail.add(prompts[3])
+    after = render_map(emb_map, trail)
+    assert before_red.any()
+    assert before_blue.any()
+    assert (_red(after) != before_red).any()
+    assert (_blue(after) != before_blue).any()
+    # the red dots end up at the new anchor
+    ys, xs = np.nonzero(_red(after))
+    size = after.shape[0]
+    anchor = emb_map.to_unit(emb_map.anchors[3])
+    expected = (size / 2 + anchor[0] * (size / 2 - 12), size / 2 - anchor[1] * (size / 2 - 12))
+    assert abs(xs.mean() - expected[0]) < 4
+    assert abs(ys.mean() - expected[1]) < 4
+
+
+def test_overlay_draws_label_event_and_map_over_the_frame() -> None:
+    """The overlay differs from the scaled frame in the label band, event band and map inset."""
+    import cv2
+
+    frame = np.full((480, 640, 3), 120, dtype=np.uint8)
+    emb_map = EmbeddingMap(LABELS, _unit_rows(4, seed=4))
+    trail = EmbeddingTrail()
+    trail.add(_unit_rows(1, seed=5)[0])
+    state = OverlayState("grasping", 0.8, "lifting", 0.6, "the arm grabs the red cube", 3.0)
+    image = render_overlay(frame, state, emb_map, trail, width=640)
+    plain = cv2.resize(frame, (640, 480))
+    changed = np.any(image != plain, axis=2)
+    assert changed[:56].mean() > 0.5  # the darkened label band
+    assert changed[-30:].mean() > 0.5  # the event band
+    assert changed[60:280, 640 - 226 : 634].mean() > 0.9  # the inset map
+    assert not changed[300:420, 100:300].any()  # the scene itself is left alone
+
+
+def test_confidence_bar_grows_with_confidence() -> None:
+    """More confidence fills more of the bar with blue."""
+    frame = np.full((240, 320, 3), 100, dtype=np.uint8)
+    low = render_overlay(frame, OverlayState("idle", 0.1), None, EmbeddingTrail())
+    high = render_overlay(frame, OverlayState("idle", 0.9), None, EmbeddingTrail())
+    assert _blue(high[:30]).sum() > 3 * _blue(low[:30]).sum()
