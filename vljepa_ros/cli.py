@@ -70,6 +70,32 @@ def _cmd_bench_model(args: argparse.Namespace) -> int:
     return bench.main(args)
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Start the launch file's node graph, each node in its own process."""
+    from vljepa_ros.launcher import run_graph
+
+    given = {name: getattr(args, name) for name in args.launch_names}
+    return run_graph(given, duration=args.duration)
+
+
+def _add_run_parser(sub: argparse._SubParsersAction) -> None:
+    from vljepa_ros.launcher import add_run_arguments, launch_arguments, share_dir
+
+    run = sub.add_parser(
+        "run",
+        help="start the node graph of launch/perception.launch.py (no ros2 launch needed)",
+        description="Start the node graph of launch/perception.launch.py from the same "
+        "parameter file, each node in its own process. Options mirror the launch arguments.",
+    )
+    try:
+        arguments = launch_arguments(share_dir() / "launch" / "perception.launch.py")
+    except FileNotFoundError:
+        arguments = []
+    add_run_arguments(run, arguments)
+    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.set_defaults(handler=_cmd_run, launch_names=[a.name for a in arguments])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -80,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="versions and whether ROS and the messages import")
     info.set_defaults(handler=_cmd_info)
+
+    _add_run_parser(sub)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="TARGET", required=True)

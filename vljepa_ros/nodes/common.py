@@ -188,6 +188,8 @@ def run(node_factory: Callable[[list[str]], Node], executor_threads: int = 2) ->
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except ImportError:  # rclpy without signal options: its handlers shut the context down
         rclpy.init(args=args)
+    # explicit, so a node started with SIGINT ignored (a background job) still stops on it
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     node: Node | None = None
     code = 0

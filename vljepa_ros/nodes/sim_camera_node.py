@@ -1,0 +1,121 @@
+"""sim_camera_node: a simulated arm doing pick-and-place, published as a camera (no hardware).
+
+The PyBullet scene of `vljepa_ros.data.sim` runs ahead in a worker thread, one episode at a time
+(a new seed each, so objects, camera pose, light and tasks keep changing); the node publishes its
+frames at the configured rate, stamped with the node's clock at publication (so the stream looks
+like a live camera, and use_sim_time works), on `image` (sensor_msgs/Image, rgb8) and, if
+enabled, the arm's `joint_states`. Simulation runs faster than real time on a CPU; if it ever
+falls behind, the last frame is held rather than published twice.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+
+from vljepa_ros.conversions import rgb_to_image
+from vljepa_ros.nodes.common import Param, declare, run
+
+PARAMS: list[Param] = [
+    Param("fps", 10, "Frames per second published (and simulated).", 1, 60, read_only=True),
+    Param("image_size", 160, "Width and height of the square images, pixels.", 32, 1024,
+          read_only=True),
+    Param("robot", "panda", "Simulated arm.", choices=("panda", "kuka"), read_only=True),
+    Param("seed", 0, "Seed of the first episode; each next episode adds one.", 0, 1_000_000,
+          read_only=True),
+    Param("frame_id", "camera_optical_frame", "frame_id of the published images.", read_only=True),
+    Param("publish_joint_states", True, "Also publish the arm's joints on joint_states.",
+          read_only=True),
+]  # fmt: skip
+
+
+class SimCameraNode(Node):
+    """Publishes simulated pick-and-place frames as a live camera."""
+
+    def __init__(self) -> None:
+        super().__init__("sim_camera_node")
+        self.values = declare(self, PARAMS)
+        from vljepa_ros.data.sim import SimConfig
+
+        fps = int(self.values["fps"])
+        self.config = SimConfig(
+            robot=self.values["robot"],
+            image_size=self.values["image_size"],
+            fps=float(fps),
+            physics_hz=fps * -(-240 // fps),  # at least 240 Hz, a multiple of fps
+        )
+        self.images = self.create_publisher(Image, "image", 5)
+        self.joints = (
+            self.create_publisher(JointState, "joint_states", 10)
+            if self.values["publish_joint_states"]
+            else None
+        )
+        self.frames: queue.Queue[tuple[Any, tuple[str, ...]]] = queue.Queue(maxsize=600)
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._simulate, name="vljepa-sim", daemon=True)
+        self._worker.start()
+        self.published = 0
+        self.create_timer(1.0 / fps, self._publish)
+        self.get_logger().info(
+            f"simulating a {self.values['robot']} arm, {self.values['image_size']} px at {fps} fps"
+        )
+
+    def _simulate(self) -> None:
+        from vljepa_ros.data.sim import generate_episode
+
+        seed = int(self.values["seed"])
+        while not self._stop.is_set():
+            episode = generate_episode(self.config, seed)
+            for frame in episode.frames:
+                while not self._stop.is_set():
+                    try:
+                        self.frames.put((frame, episode.joint_names), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+            seed += 1
+
+    def _publish(self) -> None:
+        try:
+            frame, joint_names = self.frames.get_nowait()
+        except queue.Empty:
+            return  # the simulation is behind: hold rather than repeat
+        stamp = self.get_clock().now().to_msg()
+        raw = rgb_to_image(frame.image)
+        msg = Image(
+            height=raw.height,
+            width=raw.width,
+            encoding=raw.encoding,
+            is_bigendian=raw.is_bigendian,
+            step=raw.step,
+            data=raw.data,
+        )
+        msg.header.stamp = stamp
+        msg.header.frame_id = self.values["frame_id"]
+        self.images.publish(msg)
+        if self.joints is not None:
+            joints = JointState(
+                name=list(joint_names),
+                position=frame.joint_positions.tolist(),
+                velocity=frame.joint_velocities.tolist(),
+                effort=frame.joint_efforts.tolist(),
+            )
+            joints.header.stamp = stamp
+            self.joints.publish(joints)
+        self.published += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._worker.join(timeout=10.0)
+
+
+def main() -> int:
+    return run(lambda args: SimCameraNode())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
