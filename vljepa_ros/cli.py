@@ -78,6 +78,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_graph(given, duration=args.duration)
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """The whole graph on the simulated camera for a while, recorded to a folder."""
+    from vljepa_ros.demo import run_demo
+
+    return run_demo(args.out, args.duration, args.checkpoint, args.device)
+
+
 def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     from vljepa_ros.launcher import add_run_arguments, launch_arguments, share_dir
 
@@ -106,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="versions and whether ROS and the messages import")
     info.set_defaults(handler=_cmd_info)
+
+    demo = sub.add_parser(
+        "demo",
+        help="the full node graph on a simulated camera; prints text events, writes a video",
+        description="Start the simulated camera, perception, decoder and overlay nodes (each "
+        "its own process, real DDS, config/perception.yaml, the shipped model), print the text "
+        "events as they arrive, then write overlay.mp4, summary.png and events.jsonl.",
+    )
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
+    demo.add_argument("--out", type=Path, default=Path("vljepa_demo"), help="output folder")
+    demo.add_argument("--checkpoint", default=None, help="checkpoint (default: the shipped one)")
+    demo.add_argument("--device", default="cpu", help="torch device: cpu, cuda, auto")
+    demo.set_defaults(handler=_cmd_demo)
 
     _add_run_parser(sub)
 
