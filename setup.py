@@ -5,6 +5,8 @@ same Python package beside them). This file serves people who train, evaluate or
 without a ROS installation.
 """
 
+from glob import glob
+
 from setuptools import find_packages, setup
 
 setup(
@@ -18,6 +20,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["vljepa_ros", "vljepa_ros.*"], exclude=["vljepa_ros.msg"]),
     include_package_data=True,
+    # the message definitions, for offline replay without ROS (rosbags reads them)
+    data_files=[("share/vljepa_ros/msg", sorted(glob("msg/*.msg")))],
     install_requires=[
         "numpy>=1.24",
         "pyyaml>=6.0",

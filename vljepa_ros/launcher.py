@@ -32,7 +32,7 @@ def share_dir() -> Path:
         from ament_index_python.packages import get_package_share_directory
 
         return Path(get_package_share_directory("vljepa_ros"))
-    except (ImportError, LookupError) as exc:
+    except (ImportError, LookupError, OSError) as exc:
         raise FileNotFoundError(
             "cannot find launch/perception.launch.py: run from a checkout or a sourced ROS "
             "workspace where vljepa_ros is installed"

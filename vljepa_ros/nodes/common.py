@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import rclpy
@@ -29,50 +28,27 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
+from vljepa_ros.params import Param
+
 NS = 1_000_000_000
 
 
-@dataclass(frozen=True)
-class Param:
-    """One declared parameter: default, description, and the constraint ROS tools show."""
-
-    name: str
-    default: Any
-    description: str
-    min: float | None = None
-    max: float | None = None
-    choices: tuple[str, ...] = ()
-    read_only: bool = False
-
-    def descriptor(self) -> ParameterDescriptor:
-        text = self.description
-        if self.choices:
-            text += f" One of: {', '.join(self.choices)}."
-        desc = ParameterDescriptor(name=self.name, description=text, read_only=self.read_only)
-        if self.min is not None and self.max is not None:
-            if isinstance(self.default, bool):
-                pass
-            elif isinstance(self.default, int):
-                desc.integer_range = [
-                    IntegerRange(from_value=int(self.min), to_value=int(self.max), step=1)
-                ]
-            elif isinstance(self.default, float):
-                desc.floating_point_range = [
-                    FloatingPointRange(
-                        from_value=float(self.min), to_value=float(self.max), step=0.0
-                    )
-                ]
-        return desc
-
-    def check(self, value: Any) -> str | None:
-        """The reason `value` is refused, or None. ROS checks ranges too; choices are ours."""
-        if self.choices and value not in self.choices:
-            return f"{self.name}={value!r} is not one of {', '.join(self.choices)}"
-        if self.min is not None and isinstance(value, (int, float)) and value < self.min:
-            return f"{self.name}={value} is below its minimum {self.min}"
-        if self.max is not None and isinstance(value, (int, float)) and value > self.max:
-            return f"{self.name}={value} is above its maximum {self.max}"
-        return None
+def descriptor(spec: Param) -> ParameterDescriptor:
+    """The ROS descriptor of a parameter: description, range, read-only flag."""
+    text = spec.description
+    if spec.choices:
+        text += f" One of: {', '.join(spec.choices)}."
+    desc = ParameterDescriptor(name=spec.name, description=text, read_only=spec.read_only)
+    if spec.min is not None and spec.max is not None and not isinstance(spec.default, bool):
+        if isinstance(spec.default, int):
+            desc.integer_range = [
+                IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=1)
+            ]
+        elif isinstance(spec.default, float):
+            desc.floating_point_range = [
+                FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)
+            ]
+    return desc
 
 
 def declare(node: Node, specs: Iterable[Param]) -> dict[str, Any]:
@@ -85,11 +61,9 @@ def declare(node: Node, specs: Iterable[Param]) -> dict[str, Any]:
     for spec in specs:
         if isinstance(spec.default, list) and not spec.default:
             # an empty list has no type of its own: declare it as a string array
-            param = node.declare_parameter(
-                spec.name, Parameter.Type.STRING_ARRAY, spec.descriptor()
-            )
+            param = node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor(spec))
         else:
-            param = node.declare_parameter(spec.name, spec.default, spec.descriptor())
+            param = node.declare_parameter(spec.name, spec.default, descriptor(spec))
         value = param.value
         if isinstance(spec.default, list) and value is None:
             value = []

@@ -23,7 +23,6 @@ from std_msgs.msg import Header
 
 from vljepa_ros.msg import SemanticEmbedding, StateLabel, TextEvent
 from vljepa_ros.nodes.common import (
-    Param,
     declare,
     ns_to_stamp,
     on_change,
@@ -31,43 +30,10 @@ from vljepa_ros.nodes.common import (
     run,
     stamp_to_ns,
 )
+from vljepa_ros.params import DECODER as PARAMS
+from vljepa_ros.params import segmenter_config
 from vljepa_ros.stream.joiner import JoinedStep, StepJoiner
-from vljepa_ros.stream.segmenter import OnlineSegmenter, Segment, SegmenterConfig
-
-PARAMS: list[Param] = [
-    Param(
-        "checkpoint",
-        "",
-        "Checkpoint whose Y-decoder turns embeddings into text; empty: the shipped default.",
-        read_only=True,
-    ),
-    Param("device", "cpu", "Torch device for the decoder: cpu, cuda, cuda:N.", read_only=True),
-    Param(
-        "shift_threshold",
-        0.15,
-        "Cosine distance from the open segment's mean embedding that counts as a semantic shift.",
-        0.001,
-        2.0,
-    ),
-    Param("persistence", 3, "Consecutive shifted steps that close a segment.", 1, 1000),
-    Param("min_steps", 2, "Steps a segment needs before a shift may close it.", 1, 10000),
-    Param("label_change", True, "Close the segment when the stabilised label changes."),
-    Param("max_interval", 0.0, "Close a segment after this many seconds; 0 disables.", 0.0, 3600.0),
-    Param("max_gap", 2.0, "Seconds without steps that count as a stream reset.", 0.1, 3600.0),
-    Param("max_text_length", 32, "Longest decoded text, in tokens.", 1, 512),
-    Param("label_wait", 0.5, "Seconds an embedding waits for its StateLabel.", 0.01, 10.0),
-]
-
-
-def segmenter_config(values: dict[str, Any]) -> SegmenterConfig:
-    return SegmenterConfig(
-        shift_threshold=values["shift_threshold"],
-        persistence=values["persistence"],
-        min_steps=values["min_steps"],
-        label_change=values["label_change"],
-        max_interval=values["max_interval"],
-        max_gap=values["max_gap"],
-    )
+from vljepa_ros.stream.segmenter import OnlineSegmenter, Segment
 
 
 class DecoderNode(Node):

@@ -26,19 +26,9 @@ from vljepa_ros.conversions import (
     rgb_to_image,
 )
 from vljepa_ros.msg import EmbeddingInfo, SemanticEmbedding, StateLabel, TextEvent
-from vljepa_ros.nodes.common import Param, declare, qos_input, qos_reliable, run
+from vljepa_ros.nodes.common import declare, qos_input, qos_reliable, run
 from vljepa_ros.overlay import EmbeddingMap, EmbeddingTrail, OverlayState, render_overlay
-
-PARAMS: list[Param] = [
-    Param("compressed", False, "The camera topic is sensor_msgs/CompressedImage.", read_only=True),
-    Param("input_reliability", "best_effort", "QoS reliability of the camera subscription.",
-          choices=("best_effort", "reliable"), read_only=True),
-    Param("rate_hz", 10.0, "Overlay images per second at most.", 0.1, 60.0, read_only=True),
-    Param("width", 640, "Width of the overlay image in pixels.", 64, 4096, read_only=True),
-    Param("trail_length", 60, "Steps shown on the embedding map.", 1, 10000, read_only=True),
-    Param("marker_distance", 1.5, "Metres ahead of the camera where the text marker floats.",
-          0.1, 100.0, read_only=True),
-]  # fmt: skip
+from vljepa_ros.params import OVERLAY as PARAMS
 
 
 class OverlayNode(Node):

@@ -12,11 +12,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -26,7 +24,6 @@ from std_msgs.msg import Header
 from vljepa_ros.conversions import ImageConversionError, compressed_to_rgb, image_to_rgb
 from vljepa_ros.msg import EmbeddingInfo, SemanticEmbedding, StateLabel
 from vljepa_ros.nodes.common import (
-    Param,
     declare,
     ns_to_stamp,
     on_change,
@@ -35,179 +32,11 @@ from vljepa_ros.nodes.common import (
     run,
     stamp_to_ns,
 )
-from vljepa_ros.stream.pipeline import PerceptionPipeline, PipelineConfig, StepResult
-from vljepa_ros.stream.state_tracker import StateTrackerConfig
+from vljepa_ros.params import PERCEPTION as PARAMS
+from vljepa_ros.params import PIPELINE_PARAMS, pipeline_config
+from vljepa_ros.stream.pipeline import PerceptionPipeline, StepResult
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-
-PARAMS: list[Param] = [
-    Param(
-        "checkpoint",
-        "",
-        "Checkpoint directory, or the name of a shipped checkpoint; empty "
-        "loads the shipped default.",
-        read_only=True,
-    ),
-    Param(
-        "device",
-        "cpu",
-        "Torch device: cpu, cuda, cuda:N, or auto (cuda when available).",
-        read_only=True,
-    ),
-    Param(
-        "dtype", "fp32", "Inference precision.", choices=("fp32", "bf16", "fp16"), read_only=True
-    ),
-    Param(
-        "image_topics",
-        ["image"],
-        "Camera image topics (remap them); one model serves all.",
-        read_only=True,
-    ),
-    Param(
-        "camera_names",
-        [""],
-        "Output names per camera (vljepa/<name>/...) when there are "
-        "several; empty: cam0, cam1, ...",
-        read_only=True,
-    ),
-    Param(
-        "compressed",
-        False,
-        "Subscribe to sensor_msgs/CompressedImage instead of Image.",
-        read_only=True,
-    ),
-    Param(
-        "input_reliability",
-        "best_effort",
-        "QoS reliability of the camera subscription.",
-        choices=("best_effort", "reliable"),
-        read_only=True,
-    ),
-    Param(
-        "input_depth", 5, "QoS history depth of the camera subscription.", 1, 100, read_only=True
-    ),
-    Param(
-        "max_image_pixels",
-        8192 * 8192,
-        "Frames with more pixels are dropped as malformed.",
-        1,
-        1 << 30,
-        read_only=True,
-    ),
-    Param("autostart", True, "Configure and activate on start-up.", read_only=True),
-    Param("query", "", "Text query the predictor is conditioned on; empty: the model's default."),
-    Param(
-        "labels_file",
-        "",
-        "YAML file with `labels: {label: prompt}`; empty: the package's config/robot_states.yaml.",
-    ),
-    Param(
-        "labels",
-        [""],
-        "Inline labels as 'label: prompt' strings; when set, they replace labels_file.",
-    ),
-    Param("sample_hz", 10.0, "Frames per second of capture time sampled into a clip.", 0.5, 120.0),
-    Param("step_hz", 10.0, "Steps per second (one embedding per camera per step).", 0.1, 120.0),
-    Param(
-        "max_input_age",
-        0.5,
-        "Frames older than this (s) on arrival are dropped as stale.",
-        0.01,
-        60.0,
-    ),
-    Param("max_gap", 2.0, "A gap (s) between frames after which the clip starts over.", 0.2, 600.0),
-    Param("temperature", 0.05, "Softmax temperature over label cosine similarities.", 0.001, 10.0),
-    Param(
-        "smoothing",
-        0.4,
-        "Weight of the newest step in the smoothed label probabilities.",
-        0.01,
-        1.0,
-    ),
-    Param("enter_threshold", 0.5, "Smoothed probability at which a label is entered.", 0.0, 1.0),
-    Param("exit_threshold", 0.3, "Smoothed probability below which a label is left.", 0.0, 1.0),
-    Param(
-        "switch_margin", 0.15, "Lead a new label needs over the current one to take over.", 0.0, 1.0
-    ),
-    Param("min_dwell", 0.5, "Seconds a stable label is held before it may change.", 0.0, 60.0),
-    Param("top_k", 3, "Candidates reported per step.", 1, 100),
-    Param(
-        "camera_timeout",
-        2.0,
-        "Seconds without frames after which the camera is reported "
-        "silent (diagnostics ERROR, label unknown).",
-        0.1,
-        3600.0,
-    ),
-]
 SPECS = {p.name: p for p in PARAMS}
-# Parameters applied at run time through PerceptionPipeline.reconfigure.
-PIPELINE_PARAMS = {
-    "query",
-    "labels_file",
-    "labels",
-    "sample_hz",
-    "max_input_age",
-    "max_gap",
-    "temperature",
-    "smoothing",
-    "enter_threshold",
-    "exit_threshold",
-    "switch_margin",
-    "min_dwell",
-    "top_k",
-}
-
-
-def load_labels(values: dict[str, Any]) -> dict[str, str]:
-    """label -> prompt from the inline `labels` parameter or the YAML `labels_file`.
-
-    Raises:
-        ValueError: a missing or malformed file, or a malformed inline entry.
-    """
-    inline = [entry for entry in values["labels"] if entry.strip()]
-    if inline:
-        labels: dict[str, str] = {}
-        for entry in inline:
-            name, sep, prompt = entry.partition(":")
-            if not sep or not name.strip() or not prompt.strip():
-                raise ValueError(f"labels entry {entry!r} is not 'label: prompt'")
-            labels[name.strip()] = prompt.strip()
-        return labels
-    path = Path(values["labels_file"] or PACKAGE_ROOT / "config" / "robot_states.yaml")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"labels_file {path} cannot be read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ValueError(f"labels_file {path} is not valid YAML: {exc}") from exc
-    if (
-        not isinstance(data, dict)
-        or set(data) != {"labels"}
-        or not isinstance(data["labels"], dict)
-    ):
-        raise ValueError(f"labels_file {path} must hold exactly one key, labels: {{label: prompt}}")
-    return {str(k): str(v) for k, v in data["labels"].items()}
-
-
-def pipeline_config(values: dict[str, Any], default_query: str) -> PipelineConfig:
-    """The typed pipeline configuration from parameter values (ValueError if invalid)."""
-    return PipelineConfig(
-        query=values["query"] or default_query,
-        labels=load_labels(values),
-        sample_hz=values["sample_hz"],
-        max_input_age=values["max_input_age"],
-        max_gap=values["max_gap"],
-        tracker=StateTrackerConfig(
-            temperature=values["temperature"],
-            smoothing=values["smoothing"],
-            enter_threshold=values["enter_threshold"],
-            exit_threshold=values["exit_threshold"],
-            switch_margin=values["switch_margin"],
-            min_dwell=values["min_dwell"],
-            top_k=values["top_k"],
-        ),
-    )
 
 
 class _Stats:

@@ -18,19 +18,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
 from vljepa_ros.conversions import rgb_to_image
-from vljepa_ros.nodes.common import Param, declare, run
-
-PARAMS: list[Param] = [
-    Param("fps", 10, "Frames per second published (and simulated).", 1, 60, read_only=True),
-    Param("image_size", 160, "Width and height of the square images, pixels.", 32, 1024,
-          read_only=True),
-    Param("robot", "panda", "Simulated arm.", choices=("panda", "kuka"), read_only=True),
-    Param("seed", 0, "Seed of the first episode; each next episode adds one.", 0, 1_000_000,
-          read_only=True),
-    Param("frame_id", "camera_optical_frame", "frame_id of the published images.", read_only=True),
-    Param("publish_joint_states", True, "Also publish the arm's joints on joint_states.",
-          read_only=True),
-]  # fmt: skip
+from vljepa_ros.nodes.common import declare, run
+from vljepa_ros.params import SIM_CAMERA as PARAMS
 
 
 class SimCameraNode(Node):

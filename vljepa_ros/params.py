@@ -1,0 +1,320 @@
+"""The nodes' parameters without ROS: specifications, the parameter file, typed configs.
+
+Each node declares the parameters of its table here (with descriptions and ranges, see
+`vljepa_ros.nodes.common.declare`); offline tools (replay, evaluation) read the same parameter
+file (config/perception.yaml layout: node_name: ros__parameters: ...) through `load_params_file`
+and build the same typed configurations, so they compute what the nodes compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vljepa_ros.stream.pipeline import PipelineConfig
+from vljepa_ros.stream.segmenter import SegmenterConfig
+from vljepa_ros.stream.state_tracker import StateTrackerConfig
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a node: default, description, range or choices, read-only or not."""
+
+    name: str
+    default: Any
+    description: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    read_only: bool = False
+
+    def check(self, value: Any) -> str | None:
+        """The reason `value` is refused, or None."""
+        if self.choices and value not in self.choices:
+            return f"{self.name}={value!r} is not one of {', '.join(self.choices)}"
+        if self.min is not None and isinstance(value, (int, float)) and value < self.min:
+            return f"{self.name}={value} is below its minimum {self.min}"
+        if self.max is not None and isinstance(value, (int, float)) and value > self.max:
+            return f"{self.name}={value} is above its maximum {self.max}"
+        return None
+
+
+PERCEPTION: list[Param] = [
+    Param(
+        "checkpoint",
+        "",
+        "Checkpoint directory, or the name of a shipped checkpoint; empty "
+        "loads the shipped default.",
+        read_only=True,
+    ),
+    Param(
+        "device",
+        "cpu",
+        "Torch device: cpu, cuda, cuda:N, or auto (cuda when available).",
+        read_only=True,
+    ),
+    Param(
+        "dtype", "fp32", "Inference precision.", choices=("fp32", "bf16", "fp16"), read_only=True
+    ),
+    Param(
+        "image_topics",
+        ["image"],
+        "Camera image topics (remap them); one model serves all.",
+        read_only=True,
+    ),
+    Param(
+        "camera_names",
+        [""],
+        "Output names per camera (vljepa/<name>/...) when there are "
+        "several; empty: cam0, cam1, ...",
+        read_only=True,
+    ),
+    Param(
+        "compressed",
+        False,
+        "Subscribe to sensor_msgs/CompressedImage instead of Image.",
+        read_only=True,
+    ),
+    Param(
+        "input_reliability",
+        "best_effort",
+        "QoS reliability of the camera subscription.",
+        choices=("best_effort", "reliable"),
+        read_only=True,
+    ),
+    Param(
+        "input_depth", 5, "QoS history depth of the camera subscription.", 1, 100, read_only=True
+    ),
+    Param(
+        "max_image_pixels",
+        8192 * 8192,
+        "Frames with more pixels are dropped as malformed.",
+        1,
+        1 << 30,
+        read_only=True,
+    ),
+    Param("autostart", True, "Configure and activate on start-up.", read_only=True),
+    Param("query", "", "Text query the predictor is conditioned on; empty: the model's default."),
+    Param(
+        "labels_file",
+        "",
+        "YAML file with `labels: {label: prompt}`; empty: the package's config/robot_states.yaml.",
+    ),
+    Param(
+        "labels",
+        [""],
+        "Inline labels as 'label: prompt' strings; when set, they replace labels_file.",
+    ),
+    Param("sample_hz", 10.0, "Frames per second of capture time sampled into a clip.", 0.5, 120.0),
+    Param("step_hz", 10.0, "Steps per second (one embedding per camera per step).", 0.1, 120.0),
+    Param(
+        "max_input_age",
+        0.5,
+        "Frames older than this (s) on arrival are dropped as stale.",
+        0.01,
+        60.0,
+    ),
+    Param("max_gap", 2.0, "A gap (s) between frames after which the clip starts over.", 0.2, 600.0),
+    Param("temperature", 0.05, "Softmax temperature over label cosine similarities.", 0.001, 10.0),
+    Param(
+        "smoothing",
+        0.4,
+        "Weight of the newest step in the smoothed label probabilities.",
+        0.01,
+        1.0,
+    ),
+    Param("enter_threshold", 0.5, "Smoothed probability at which a label is entered.", 0.0, 1.0),
+    Param("exit_threshold", 0.3, "Smoothed probability below which a label is left.", 0.0, 1.0),
+    Param(
+        "switch_margin", 0.15, "Lead a new label needs over the current one to take over.", 0.0, 1.0
+    ),
+    Param("min_dwell", 0.5, "Seconds a stable label is held before it may change.", 0.0, 60.0),
+    Param("top_k", 3, "Candidates reported per step.", 1, 100),
+    Param(
+        "camera_timeout",
+        2.0,
+        "Seconds without frames after which the camera is reported "
+        "silent (diagnostics ERROR, label unknown).",
+        0.1,
+        3600.0,
+    ),
+]
+# perception_node parameters applied at run time through PerceptionPipeline.reconfigure.
+PIPELINE_PARAMS = {
+    "query",
+    "labels_file",
+    "labels",
+    "sample_hz",
+    "max_input_age",
+    "max_gap",
+    "temperature",
+    "smoothing",
+    "enter_threshold",
+    "exit_threshold",
+    "switch_margin",
+    "min_dwell",
+    "top_k",
+}
+
+
+DECODER: list[Param] = [
+    Param(
+        "checkpoint",
+        "",
+        "Checkpoint whose Y-decoder turns embeddings into text; empty: the shipped default.",
+        read_only=True,
+    ),
+    Param("device", "cpu", "Torch device for the decoder: cpu, cuda, cuda:N.", read_only=True),
+    Param(
+        "shift_threshold",
+        0.15,
+        "Cosine distance from the open segment's mean embedding that counts as a semantic shift.",
+        0.001,
+        2.0,
+    ),
+    Param("persistence", 3, "Consecutive shifted steps that close a segment.", 1, 1000),
+    Param("min_steps", 2, "Steps a segment needs before a shift may close it.", 1, 10000),
+    Param("label_change", True, "Close the segment when the stabilised label changes."),
+    Param("max_interval", 0.0, "Close a segment after this many seconds; 0 disables.", 0.0, 3600.0),
+    Param("max_gap", 2.0, "Seconds without steps that count as a stream reset.", 0.1, 3600.0),
+    Param("max_text_length", 32, "Longest decoded text, in tokens.", 1, 512),
+    Param("label_wait", 0.5, "Seconds an embedding waits for its StateLabel.", 0.01, 10.0),
+]
+
+OVERLAY: list[Param] = [
+    Param("compressed", False, "The camera topic is sensor_msgs/CompressedImage.", read_only=True),
+    Param("input_reliability", "best_effort", "QoS reliability of the camera subscription.",
+          choices=("best_effort", "reliable"), read_only=True),
+    Param("rate_hz", 10.0, "Overlay images per second at most.", 0.1, 60.0, read_only=True),
+    Param("width", 640, "Width of the overlay image in pixels.", 64, 4096, read_only=True),
+    Param("trail_length", 60, "Steps shown on the embedding map.", 1, 10000, read_only=True),
+    Param("marker_distance", 1.5, "Metres ahead of the camera where the text marker floats.",
+          0.1, 100.0, read_only=True),
+]  # fmt: skip
+
+SIM_CAMERA: list[Param] = [
+    Param("fps", 10, "Frames per second published (and simulated).", 1, 60, read_only=True),
+    Param("image_size", 160, "Width and height of the square images, pixels.", 32, 1024,
+          read_only=True),
+    Param("robot", "panda", "Simulated arm.", choices=("panda", "kuka"), read_only=True),
+    Param("seed", 0, "Seed of the first episode; each next episode adds one.", 0, 1_000_000,
+          read_only=True),
+    Param("frame_id", "camera_optical_frame", "frame_id of the published images.", read_only=True),
+    Param("publish_joint_states", True, "Also publish the arm's joints on joint_states.",
+          read_only=True),
+]  # fmt: skip
+
+
+def load_labels(values: dict[str, Any]) -> dict[str, str]:
+    """label -> prompt from the inline `labels` parameter or the YAML `labels_file`.
+
+    Raises:
+        ValueError: a missing or malformed file, or a malformed inline entry.
+    """
+    inline = [entry for entry in values["labels"] if entry.strip()]
+    if inline:
+        labels: dict[str, str] = {}
+        for entry in inline:
+            name, sep, prompt = entry.partition(":")
+            if not sep or not name.strip() or not prompt.strip():
+                raise ValueError(f"labels entry {entry!r} is not 'label: prompt'")
+            labels[name.strip()] = prompt.strip()
+        return labels
+    path = Path(values["labels_file"] or PACKAGE_ROOT / "config" / "robot_states.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"labels_file {path} cannot be read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"labels_file {path} is not valid YAML: {exc}") from exc
+    if (
+        not isinstance(data, dict)
+        or set(data) != {"labels"}
+        or not isinstance(data["labels"], dict)
+    ):
+        raise ValueError(f"labels_file {path} must hold exactly one key, labels: {{label: prompt}}")
+    return {str(k): str(v) for k, v in data["labels"].items()}
+
+
+def pipeline_config(values: dict[str, Any], default_query: str) -> PipelineConfig:
+    """The typed pipeline configuration from parameter values (ValueError if invalid)."""
+    return PipelineConfig(
+        query=values["query"] or default_query,
+        labels=load_labels(values),
+        sample_hz=values["sample_hz"],
+        max_input_age=values["max_input_age"],
+        max_gap=values["max_gap"],
+        tracker=StateTrackerConfig(
+            temperature=values["temperature"],
+            smoothing=values["smoothing"],
+            enter_threshold=values["enter_threshold"],
+            exit_threshold=values["exit_threshold"],
+            switch_margin=values["switch_margin"],
+            min_dwell=values["min_dwell"],
+            top_k=values["top_k"],
+        ),
+    )
+
+
+def segmenter_config(values: dict[str, Any]) -> SegmenterConfig:
+    return SegmenterConfig(
+        shift_threshold=values["shift_threshold"],
+        persistence=values["persistence"],
+        min_steps=values["min_steps"],
+        label_change=values["label_change"],
+        max_interval=values["max_interval"],
+        max_gap=values["max_gap"],
+    )
+
+
+NODE_PARAMS: dict[str, list[Param]] = {
+    "perception_node": PERCEPTION,
+    "decoder_node": DECODER,
+    "overlay_node": OVERLAY,
+    "sim_camera_node": SIM_CAMERA,
+}
+
+
+def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Every node's parameter values: its defaults, then the file's `ros__parameters`.
+
+    Raises:
+        ValueError: an unreadable or malformed file, an unknown node or parameter, a value of
+            the wrong type or out of range.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"parameter file {path} cannot be read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"parameter file {path} must map node names to ros__parameters")
+    values = {node: {p.name: p.default for p in specs} for node, specs in NODE_PARAMS.items()}
+    for node, section in data.items():
+        if node not in NODE_PARAMS:
+            raise ValueError(f"{path}: unknown node '{node}' (known: {', '.join(NODE_PARAMS)})")
+        if not isinstance(section, dict) or set(section) != {"ros__parameters"}:
+            raise ValueError(f"{path}: '{node}' must hold exactly one key, ros__parameters")
+        specs = {p.name: p for p in NODE_PARAMS[node]}
+        for name, value in (section["ros__parameters"] or {}).items():
+            spec = specs.get(name)
+            if spec is None and name != "use_sim_time":
+                raise ValueError(f"{path}: {node} has no parameter '{name}'")
+            if spec is None:
+                continue
+            if type(value) is not type(spec.default) and not (
+                isinstance(spec.default, float) and type(value) is int
+            ):
+                raise ValueError(
+                    f"{path}: {node}.{name} must be {type(spec.default).__name__}, got {value!r}"
+                )
+            reason = spec.check(value)
+            if reason:
+                raise ValueError(f"{path}: {node}.{reason}")
+            values[node][name] = float(value) if isinstance(spec.default, float) else value
+    return values
