@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
+from vljepa_ros import overlay
 from vljepa_ros.overlay import (
     EmbeddingMap,
     EmbeddingTrail,
@@ -109,3 +112,47 @@ def test_confidence_bar_grows_with_confidence() -> None:
     low = render_overlay(frame, OverlayState("idle", 0.1), None, EmbeddingTrail())
     high = render_overlay(frame, OverlayState("idle", 0.9), None, EmbeddingTrail())
     assert _blue(high[:30]).sum() > 3 * _blue(low[:30]).sum()
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7])
+def test_projection_axes_are_orthonormal(count: int) -> None:
+    """Whatever the number of anchors, the map has two orthonormal axes."""
+    anchors = np.random.default_rng(count).standard_normal((count, 16))
+    projection = overlay.fit_projection(anchors)
+    assert projection.axes @ projection.axes.T == pytest.approx(np.eye(2), abs=1e-9)
+
+
+def test_projection_keeps_three_anchors_distances() -> None:
+    """Three anchors span a plane: the PCA map keeps all their pairwise distances."""
+    anchors = np.random.default_rng(0).standard_normal((3, 32))
+    flat = overlay.fit_projection(anchors)(anchors)
+    for i in range(3):
+        for j in range(3):
+            assert np.linalg.norm(flat[i] - flat[j]) == pytest.approx(
+                np.linalg.norm(anchors[i] - anchors[j])
+            )
+
+
+def test_projection_is_deterministic_and_centred() -> None:
+    """The same anchors give the same axes; their mean maps to the origin."""
+    anchors = np.random.default_rng(1).standard_normal((7, 24))
+    a, b = overlay.fit_projection(anchors), overlay.fit_projection(anchors.copy())
+    assert np.array_equal(a.axes, b.axes)
+    assert a(anchors.mean(axis=0)) == pytest.approx(np.zeros(2), abs=1e-9)
+
+
+def test_projection_rejects_bad_anchors() -> None:
+    """Anchors must be a non-empty (L, D) array with D >= 2."""
+    with pytest.raises(ValueError, match="anchors"):
+        overlay.fit_projection(np.zeros((0, 4)))
+
+
+@pytest.mark.parametrize(
+    ("weight", "second"),
+    [(1.0, [0.0, 1.0]), (0.5, [1 / math.sqrt(2), 1 / math.sqrt(2)])],
+)
+def test_smoothed_trail(weight: float, second: list) -> None:
+    """The trail is a renormalised moving average; weight 1 follows the steps exactly."""
+    trail = overlay.smoothed_trail(np.array([[1.0, 0.0], [0.0, 1.0]]), weight)
+    assert trail[0] == pytest.approx([1.0, 0.0])
+    assert trail[1] == pytest.approx(second)

@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_run_parser(sub)
 
+    from vljepa_ros.train.eval_commands import add_eval_parser
+
+    add_eval_parser(sub)
+
     rep = sub.add_parser(
         "replay",
         help="run the nodes' pipeline over a bag offline and write the outputs to an MCAP file",

@@ -23,6 +23,61 @@ WHITE = (255, 255, 255)
 GREY = (150, 150, 150)
 
 
+@dataclass(frozen=True)
+class Projection:
+    """A fixed linear map from the embedding space (D) to the plane: (x - mean) @ axes.T."""
+
+    mean: np.ndarray  # (D,)
+    axes: np.ndarray  # (2, D), orthonormal rows
+
+    def __call__(self, vectors: np.ndarray) -> np.ndarray:
+        """(N, D) or (D,) -> (N, 2) or (2,)."""
+        x = np.asarray(vectors, dtype=np.float64)
+        return (x - self.mean) @ self.axes.T
+
+
+def fit_projection(anchors: np.ndarray) -> Projection:
+    """PCA of the anchor embeddings (L, D), e.g. the label prompts: their two main directions.
+
+    The sign of each axis is fixed (its largest-magnitude coordinate is positive), so the same
+    anchors always give the same picture. With fewer than three anchors the missing directions
+    are filled with unit vectors orthogonal to the ones found.
+
+    Raises:
+        ValueError: not an (L, D) array with L >= 1 and D >= 2.
+    """
+    data = np.asarray(anchors, dtype=np.float64)
+    if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 2:
+        raise ValueError(f"anchors must be (L, D) with L >= 1, D >= 2, got {data.shape}")
+    mean = data.mean(axis=0)
+    _, singular, vt = np.linalg.svd(data - mean, full_matrices=False)
+    axes = [v for s, v in zip(singular, vt, strict=True) if s > 1e-9][:2]
+    for k in range(data.shape[1]):  # complete to two orthonormal axes
+        if len(axes) == 2:
+            break
+        candidate = np.zeros(data.shape[1])
+        candidate[k] = 1.0
+        for a in axes:
+            candidate -= (candidate @ a) * a
+        if np.linalg.norm(candidate) > 1e-6:
+            axes.append(candidate / np.linalg.norm(candidate))
+    fixed = np.stack([a if a[np.argmax(np.abs(a))] > 0 else -a for a in axes])
+    return Projection(mean, fixed)
+
+
+def smoothed_trail(embeddings: np.ndarray, weight: float) -> np.ndarray:
+    """Exponential moving average of unit embeddings (N, D), renormalised at every step:
+    the slowly moving "stabilised meaning" (weight of the newest step, as the tracker's
+    `smoothing`). The batch form of `EmbeddingTrail`."""
+    if not 0 < weight <= 1:
+        raise ValueError(f"weight must be in (0, 1], got {weight}")
+    x = np.asarray(embeddings, dtype=np.float64)
+    trail = EmbeddingTrail(length=max(1, len(x)), smoothing=weight)
+    for vector in x:
+        trail.add(vector)
+    return np.stack(list(trail.stable)) if len(x) else x.copy()
+
+
 class EmbeddingMap:
     """A fixed 2-D projection of the embedding space, fitted to the label prompt embeddings."""
 
@@ -34,24 +89,15 @@ class EmbeddingMap:
                 f"and a {matrix.shape} matrix"
             )
         self.labels = list(labels)
-        self.mean = matrix.mean(axis=0)
-        centred = matrix - self.mean
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        axes = vt[:2]
-        if axes.shape[0] < 2:  # two labels: one direction only; add any orthogonal one
-            extra = np.zeros_like(axes[0])
-            extra[int(np.argmin(np.abs(axes[0])))] = 1.0
-            extra -= axes[0] * (extra @ axes[0])
-            axes = np.vstack([axes, extra / np.linalg.norm(extra)])
-        self.axes = axes  # (2, D)
+        self.projection = fit_projection(matrix)
+        self.axes = self.projection.axes  # (2, D)
         self.anchors = self.project(matrix)
         span = np.abs(self.anchors).max(axis=0)
         self.scale = 1.0 / np.maximum(span * 1.25, 1e-6)  # anchors land within +-0.8
 
     def project(self, vectors: np.ndarray) -> np.ndarray:
         """(N, D) or (D,) embeddings -> (N, 2) or (2,) map coordinates (before scaling)."""
-        v = np.asarray(vectors, dtype=np.float64)
-        return (v - self.mean) @ self.axes.T
+        return self.projection(vectors)
 
     def to_unit(self, points: np.ndarray) -> np.ndarray:
         """Map coordinates -> [-1, 1] square (anchors within +-0.8), clipped."""

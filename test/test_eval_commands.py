@@ -1,0 +1,118 @@
+"""The `vljepa eval` command: options, exit codes and the report folder it writes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vljepa_ros.train.eval_commands import add_eval_parser
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> None:
+    """Small tensors on a shared 2-core machine: one torch thread is as fast and steadier."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vljepa")
+    add_eval_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["eval", *argv])
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with two short simulated episodes (48 px, about 6 s each)."""
+    from vljepa_ros.data.bag import write_episode_bag
+    from vljepa_ros.data.sim import SimConfig, generate_episode
+
+    folder = tmp_path_factory.mktemp("bags")
+    config = SimConfig(image_size=48, max_duration_s=6.0, cycles=(1, 1), idle_s=(0.5, 1.0))
+    for k in range(2):
+        write_episode_bag(folder / f"episode_{k:05d}", generate_episode(config, 700 + k))
+    return folder
+
+
+def test_defaults_follow_the_nodes() -> None:
+    """Defaults: the shipped checkpoint, the model's query, 10 Hz steps, 100 retrieval clips."""
+    args = parse("--data", "d", "--out", "o")
+    assert args.checkpoint == ""
+    assert args.query is None
+    assert (args.step_hz, args.sample_hz) == (10.0, 10.0)
+    assert args.retrieval_clips == 100
+    assert args.max_text_length == 32
+    assert args.labels is None
+    assert not args.quick
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--out", "o"),
+        ("--data", "d"),
+        ("--data", "d", "--out", "o", "--episodes", "0"),
+        ("--data", "d", "--out", "o", "--step-hz", "-1"),
+    ],
+)
+def test_bad_options_exit(argv: tuple[str, ...]) -> None:
+    """Missing --data/--out and non-positive counts or rates are usage errors."""
+    with pytest.raises(SystemExit):
+        parse(*argv)
+
+
+def test_module_does_not_import_torch() -> None:
+    """Registering the command imports argparse only, so `vljepa --help` stays fast."""
+    code = (
+        "import sys, vljepa_ros.train.eval_commands as m; "
+        "print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_eval_writes_the_report(micro_checkpoint: Path, bags: Path, tmp_path: Path, capsys) -> None:
+    """--quick over a folder of bags: exit 0, report.md, metrics.json and every plot."""
+    out = tmp_path / "report"
+    args = parse(
+        "--checkpoint", str(micro_checkpoint), "--data", str(bags), "--out", str(out),
+        "--quick", "--max-text-length", "4", "--retrieval-clips", "6", "--quiet",
+    )  # fmt: skip
+    assert args.handler(args) == 0
+    files = {p.name for p in out.iterdir()}
+    assert {"report.md", "metrics.json", "confusion.png", "embedding_map.png"} <= files
+    assert {"selective_decoding.png", "timeline_episode_00000.png"} <= files
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["episodes"] == ["episode_00000", "episode_00001"]
+    assert metrics["retrieval"]["clips"] == 6
+    assert "## Selective decoding" in (out / "report.md").read_text()
+    printed = capsys.readouterr().out
+    assert "stabilised accuracy" in printed
+    assert f"report: {out / 'report.md'}" in printed
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--data", "{empty}"), "no rosbag2 folder"),
+        (("--data", "{bags}", "--labels", "{missing}"), "cannot be read"),
+        (("--data", "{bags}", "--checkpoint", "{missing}"), ""),
+    ],
+)
+def test_eval_bad_input_exits_2(
+    extra: tuple[str, ...], message: str, bags: Path, tmp_path: Path, capsys
+) -> None:
+    """No bags, an unreadable labels file or a missing checkpoint: exit 2 with a message."""
+    names = {"empty": tmp_path, "bags": bags, "missing": tmp_path / "missing"}
+    argv = [a.format(**names) for a in extra]
+    args = parse(*argv, "--out", str(tmp_path / "out"), "--quiet")
+    assert args.handler(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vljepa eval: ")
+    assert message in err

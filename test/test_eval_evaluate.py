@@ -1,0 +1,218 @@
+"""Replaying held-out episode bags through PerceptionPipeline with the micro model (random
+weights over the real MiniLM): the plumbing, not the quality, is under test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vljepa_ros.data.captions import HELDOUT_PROMPTS
+from vljepa_ros.data.groundtruth import STATES
+from vljepa_ros.stream.state_tracker import UNKNOWN
+from vljepa_ros.train import evaluate, metrics, selective
+
+NS = 1_000_000_000
+TINY_SWEEP = selective.SelectiveConfig(
+    uniform_hz=(1.0, 0.25), thresholds=(0.1,), ward_per_minute=(6.0,), shift_only=False
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> None:
+    """Small tensors on a shared 2-core machine: one torch thread is as fast and steadier."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two short simulated episodes (48 px, about 9 s each) written as MCAP bags."""
+    from vljepa_ros.data.bag import write_episode_bag
+    from vljepa_ros.data.sim import SimConfig, generate_episode
+
+    folder = tmp_path_factory.mktemp("heldout")
+    config = SimConfig(image_size=48, max_duration_s=9.0, cycles=(1, 1), idle_s=(0.5, 1.0))
+    return [
+        write_episode_bag(folder / f"episode_{k:05d}", generate_episode(config, 900 + k))
+        for k in range(2)
+    ]
+
+
+@pytest.fixture(scope="module")
+def runtime(micro_checkpoint: Path):
+    from vljepa_ros.model import VLJepaRuntime
+
+    return VLJepaRuntime.load(micro_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def episode(bags: list[Path]):
+    from vljepa_ros.data.bag import read_episode
+
+    return read_episode(bags[0])
+
+
+@pytest.fixture(scope="module")
+def run(runtime, episode) -> evaluate.EpisodeRun:
+    return evaluate.replay_episode(runtime, episode, evaluate.EvalConfig(), name="ep0")
+
+
+def test_replay_steps_once_per_frame_with_its_ground_truth(run, episode) -> None:
+    """At 10 Hz steps over a 10 fps camera every frame makes a step; each step's truth,
+    caption and stamp are those of its newest frame."""
+    assert len(run.truth) == len(episode.stamps_ns)
+    assert np.array_equal(run.stamps_ns, episode.stamps_ns)
+    assert run.truth == episode.states
+    assert run.captions == episode.captions
+    assert run.embeddings.shape == (len(run.truth), 384)
+    assert np.linalg.norm(run.embeddings, axis=1) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_replay_labels_come_from_the_label_set(run) -> None:
+    """Stabilised labels are labels or unknown; instant and baseline labels are labels."""
+    assert set(run.stabilised) <= {*STATES, UNKNOWN}
+    assert set(run.instant) <= set(STATES)
+    assert set(run.baseline) <= set(STATES)
+    assert len(run.baseline) == len(run.instant) == len(run.truth)
+
+
+def test_replay_is_what_the_pipeline_computes(runtime, episode, run) -> None:
+    """Driving a PerceptionPipeline by hand (offer each frame, then step) gives the replay's
+    embeddings and labels exactly: the evaluation describes what the node computes."""
+    from vljepa_ros.stream.pipeline import PerceptionPipeline, PipelineConfig
+
+    pipe = PerceptionPipeline(
+        runtime, PipelineConfig(query=runtime.cfg.default_query, labels=evaluate.load_labels())
+    )
+    results = []
+    for frame, stamp in zip(episode.frames, episode.stamps_ns, strict=True):
+        pipe.offer("camera", frame, int(stamp), int(stamp))
+        results += pipe.step()
+    assert [r.state.label for r in results] == run.stabilised
+    assert [r.state.instant_label for r in results] == run.instant
+    assert np.stack([r.embedding for r in results]) == pytest.approx(run.embeddings, abs=1e-6)
+
+
+def test_baseline_embeds_one_frame_clips(runtime, episode, run) -> None:
+    """The per-frame baseline is the label nearest to the newest frame alone."""
+    labels = evaluate.load_labels()
+    k = len(run.truth) // 2
+    vector = runtime.embed_clip(episode.frames[k]).numpy()
+    scores = vector @ runtime.encode_texts(list(labels.values())).numpy().T
+    assert run.baseline[k] == list(labels)[int(np.argmax(scores))]
+
+
+def test_lower_step_rate_halves_the_steps(runtime, episode) -> None:
+    """Steps at 5 Hz over a 10 fps camera: one step every other frame (the last step may
+    follow the one before by a single frame, when the final frame falls between steps)."""
+    config = evaluate.EvalConfig(step_hz=5.0, rewordings={})
+    half = evaluate.replay_episode(runtime, episode, config)
+    assert len(half.truth) == pytest.approx(len(episode.stamps_ns) / 2, abs=1)
+    assert np.all(np.diff(half.stamps_ns)[:-1] == NS // 5)
+    assert half.stamps_ns[-1] == episode.stamps_ns[-1]
+
+
+def test_reworded_replay_tracks_every_variant(run) -> None:
+    """The held-out prompts give two reworded label sets, each tracked over every step."""
+    assert len(run.reworded) == 2
+    for stabilised, instant in run.reworded:
+        assert len(stabilised) == len(instant) == len(run.truth)
+
+
+@pytest.mark.parametrize(
+    ("labels", "rewordings", "count"),
+    [
+        ({s: s for s in STATES}, None, 2),
+        ({"idle": "x", "dancing": "y"}, None, 0),
+        ({"a": "x", "b": "y"}, {"a": ["p", "q", "r"], "b": ["s"]}, 3),
+    ],
+)
+def test_reworded_variants(labels: dict, rewordings, count: int) -> None:
+    """One variant per rewording (cycling short lists); none when a label has none."""
+    config = evaluate.EvalConfig(labels=labels, rewordings=rewordings)
+    variants = config.reworded_variants()
+    assert len(variants) == count
+    for variant in variants:
+        assert list(variant) == list(labels)
+    if rewordings is None and count:
+        assert variants[0]["idle"] == HELDOUT_PROMPTS["idle"][0]
+
+
+def test_retrieval_moments_are_caption_runs(run) -> None:
+    """One retrieval moment per caption run, embedded as its middle step."""
+    runs = metrics.runs(run.captions)
+    assert [c for c, _ in run.moments] == [r.label for r in runs]
+    middle = (runs[0].start + runs[0].end - 1) // 2
+    assert run.moments[0][1] == pytest.approx(run.embeddings[middle])
+
+
+def test_evaluate_reports_numbers_in_range(runtime, bags: list[Path]) -> None:
+    """A full evaluation over two bags: every figure in its range, every target judged."""
+    config = evaluate.EvalConfig(selective=TINY_SWEEP, max_text_length=4, retrieval_clips=5)
+    result = evaluate.evaluate(runtime, bags, config, checkpoint="micro")
+    report = result.report
+    assert report["data"]["episodes"] == [b.name for b in bags]
+    for kind in ("stabilised", "instant", "baseline"):
+        state = report["state"][kind]
+        assert 0 <= state["accuracy"] <= 1
+        assert 0 <= state["macro_f1"] <= 1
+        assert 0 <= state["edit"] <= 100
+        assert all(0 <= state[f"f1@{k}"] <= 100 for k in (10, 25, 50))
+        assert np.asarray(state["confusion"]).sum() == report["data"]["steps"]
+    retrieval = report["retrieval"]
+    assert retrieval["clips"] == 5
+    assert 0 <= retrieval["r@1"] <= retrieval["r@5"] <= 1
+    assert report["captions"]["segments"] > 0
+    assert report["captions"]["cider_d"] >= 0
+    selective_points = report["selective"]["points"]
+    assert len(selective_points) == len(TINY_SWEEP.methods())
+    assert all(p["decodes"] > 0 for p in selective_points)
+    assert all(isinstance(t["met"], bool) for t in report["targets"])
+    assert len(result.runs) == 2
+    assert result.label_matrix.shape == (7, 384)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("labels: {a: x}\n", None),
+        ("labels: []\n", "must hold"),
+        ("other: {a: x}\n", "must hold"),
+        ("labels: {a: x\n", "not valid YAML"),
+    ],
+)
+def test_load_labels(tmp_path: Path, content: str, message: str | None) -> None:
+    """A labels file holds `labels: {label: prompt}`; anything else is a clear error."""
+    path = tmp_path / "labels.yaml"
+    path.write_text(content)
+    if message is None:
+        assert evaluate.load_labels(path) == {"a": "x"}
+    else:
+        with pytest.raises(evaluate.EvalError, match=message):
+            evaluate.load_labels(path)
+
+
+def test_default_labels_are_the_robot_states() -> None:
+    """Without a file, the package's robot_states.yaml gives the seven canonical states."""
+    assert list(evaluate.load_labels()) == list(STATES)
+
+
+def test_load_rewordings_accepts_lists_and_strings(tmp_path: Path) -> None:
+    """Each label maps to a list of prompts or to one prompt."""
+    path = tmp_path / "reworded.yaml"
+    path.write_text("labels:\n  a: [p, q]\n  b: r\n")
+    assert evaluate.load_rewordings(path) == {"a": ("p", "q"), "b": ("r",)}
+    path.write_text("labels:\n  a: []\n")
+    with pytest.raises(evaluate.EvalError, match="non-empty"):
+        evaluate.load_rewordings(path)
+
+
+def test_find_bags(bags: list[Path], tmp_path: Path) -> None:
+    """A folder of bags lists them sorted; a bag folder is itself; no bag is an error."""
+    assert evaluate.find_bags(bags[0].parent) == bags
+    assert evaluate.find_bags(bags[1]) == [bags[1]]
+    with pytest.raises(evaluate.EvalError, match="no rosbag2 folder"):
+        evaluate.find_bags(tmp_path)

@@ -1,0 +1,158 @@
+"""The `vljepa eval` command: evaluate a checkpoint on held-out episode bags, write a report.
+
+Only argparse is imported at module level, so `vljepa --help` stays fast; torch, the model and
+matplotlib are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+QUICK_EPISODES = 3
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate; print the targets table; 2 on bad input, 0 otherwise (targets are reported,
+    not enforced: a report is the product even when a figure is missed)."""
+    import torch
+
+    from vljepa_ros.model import ModelError, VLJepaRuntime
+    from vljepa_ros.train import evaluate, report, selective
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"[eval {time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
+
+    try:
+        labels = evaluate.load_labels(args.labels)
+        rewordings = evaluate.load_rewordings(args.reworded) if args.reworded else None
+        bags = evaluate.find_bags(args.data)
+        episodes = args.episodes or (QUICK_EPISODES if args.quick else None)
+        bags = bags[:episodes] if episodes else bags
+        config = evaluate.EvalConfig(
+            labels=labels,
+            query=args.query,
+            retrieval_query=args.retrieval_query,
+            rewordings=rewordings,
+            step_hz=args.step_hz,
+            sample_hz=args.sample_hz,
+            retrieval_clips=args.retrieval_clips,
+            frame_size=args.frame_size,
+            max_text_length=args.max_text_length,
+            seed=args.seed,
+            selective=selective.QUICK if args.quick else selective.SelectiveConfig(),
+        )
+        say(f"loading {args.checkpoint or 'the default checkpoint'}")
+        runtime = (
+            VLJepaRuntime.load(args.checkpoint, device=args.device)
+            if args.checkpoint
+            else VLJepaRuntime.load(device=args.device)
+        )
+        say(f"{len(bags)} episode(s) from {args.data}")
+        result = evaluate.evaluate(runtime, bags, config, say, checkpoint=args.checkpoint or "")
+    except (evaluate.EvalError, ModelError, ValueError, FileNotFoundError) as exc:
+        print(f"vljepa eval: {exc}", file=sys.stderr)
+        return 2
+    path = report.write_report(result, args.out, timelines=args.timelines)
+    for row in result.report["targets"]:
+        value = row["value"]
+        shown = row.get("shown") or (f"{value:.3f}" if isinstance(value, float) else str(value))
+        mark = "ok  " if row["met"] else "MISS"
+        print(f"  {mark} {row['name']}: {shown} (target {row['op']} {row['target']:g})")
+    print(f"report: {path} ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+def add_eval_parser(subparsers: Any) -> None:
+    """Register the `eval` command on an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint on held-out episodes; write a Markdown report with plots",
+        description=(
+            "Replay held-out episode bags (with ground-truth state and caption topics) through "
+            "the perception pipeline and write OUT/report.md, OUT/metrics.json and PNG plots: "
+            "robot-state accuracy, macro-F1, confusion, edit score, F1@k, flicker, reworded "
+            "prompts, retrieval, caption CIDEr-D, a per-frame baseline and selective decoding. "
+            "See docs/evaluation.md."
+        ),
+    )
+    parser.add_argument(
+        "--checkpoint", default="", help="checkpoint folder or shipped name (default: the shipped)"
+    )
+    parser.add_argument("--data", type=Path, required=True, help="folder of episode bags")
+    parser.add_argument("--out", type=Path, required=True, help="report folder (created)")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="YAML `labels: {label: prompt}` (default: config/robot_states.yaml)",
+    )
+    parser.add_argument(
+        "--reworded",
+        type=Path,
+        default=None,
+        help="YAML `labels: {label: [prompt, ...]}` of held-out rewordings "
+        "(default: the built-in held-out prompts of the seven robot states)",
+    )
+    parser.add_argument(
+        "--query", default=None, help="query of the state readout (default: the model's default)"
+    )
+    parser.add_argument(
+        "--retrieval-query",
+        default=None,
+        help="query the retrieval clips are embedded with (default: the model's default)",
+    )
+    parser.add_argument("--episodes", type=_positive_int, default=None, help="first N bags only")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a fast look: the first {QUICK_EPISODES} bags (unless --episodes) and shorter "
+        "selective-decoding sweeps",
+    )
+    parser.add_argument("--step-hz", type=_positive_float, default=10.0, help="steps per second")
+    parser.add_argument(
+        "--sample-hz", type=_positive_float, default=10.0, help="clip frames per second"
+    )
+    parser.add_argument(
+        "--retrieval-clips", type=_positive_int, default=100, help="retrieval gallery size"
+    )
+    parser.add_argument(
+        "--frame-size", type=_positive_int, default=None, help="resize frames while reading"
+    )
+    parser.add_argument(
+        "--max-text-length",
+        type=_positive_int,
+        default=32,
+        help="longest decoded text in tokens (the decoder node's max_text_length)",
+    )
+    parser.add_argument(
+        "--timelines", type=int, default=None, help="timeline plots for the first N episodes"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the retrieval sample")
+    parser.add_argument("--quiet", action="store_true", help="no progress messages")
+    parser.set_defaults(handler=_cmd_eval)

@@ -1,0 +1,618 @@
+"""Evaluate a checkpoint on held-out episodes by replaying them through `PerceptionPipeline`.
+
+Every episode (a rosbag2 folder with per-frame ground-truth state and caption, see
+vljepa_ros/data/bag.py) is replayed frame by frame in stamp order through a fresh
+`PerceptionPipeline`, the class the perception node runs, stepping at `step_hz` of capture time
+with "now" equal to each frame's stamp (no latency, so no frame is dropped as stale). Each step
+gives the embedding, the instant label and the stabilised label the node would publish; the
+ground truth of a step is the state of its newest frame. From those steps:
+
+- robot-state metrics of the stabilised and the instant label (accuracy, macro-F1, confusion,
+  segmental edit score, F1@{10,25,50}, flicker), and of a per-frame baseline: the same model on
+  one-frame clips (the newest frame, repeated to fill the clip), instant label, no smoothing;
+- the same state readout with every label prompt replaced by a held-out rewording: a
+  `StateTracker` stepped over the replay's embeddings with the reworded prompt matrix (exactly
+  what the pipeline would compute: its embeddings do not depend on the labels);
+- text-to-clip retrieval R@1/R@5 among up to 100 clips, one per distinct captioned moment
+  across episodes (the step in the middle of a run of one caption), with the replay's query;
+- caption CIDEr-D of the text decoded from each ground-truth caption run's average-pooled
+  embedding (oracle segmentation), against that run's caption;
+- selective decoding (vljepa_ros/train/selective.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+
+from vljepa_ros.data.captions import HELDOUT_PROMPTS
+from vljepa_ros.stream.state_tracker import UNKNOWN, StateTracker, StateTrackerConfig
+from vljepa_ros.train import metrics, selective
+
+if TYPE_CHECKING:
+    from vljepa_ros.data.bag import EpisodeData
+    from vljepa_ros.model.api import VLJepaRuntime
+    from vljepa_ros.stream.pipeline import PerceptionPipeline, StepResult
+
+NS = 1_000_000_000
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_LABELS_FILE = PACKAGE_ROOT / "config" / "robot_states.yaml"
+CAMERA = "camera"
+OVERLAPS = (0.10, 0.25, 0.50)
+
+# Figures the shipped model must reach (docs/evaluation.md).
+TARGETS = {
+    "stabilised_accuracy": 0.90,
+    "macro_f1": 0.85,
+    "edit": 85.0,
+    "flicker": 1.5,
+    "flicker_vs_baseline": 0.2,
+    "reworded_drop_points": 5.0,
+    "retrieval_r1": 0.50,
+    "online_reduction": 2.85,
+    "online_reduction_goal": 4.0,
+}
+
+
+class EvalError(ValueError):
+    """Evaluation input that cannot be used (no bags, no ground truth, bad labels file)."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def load_labels(path: str | Path | None = None) -> dict[str, str]:
+    """label -> prompt from a YAML file holding `labels: {label: prompt}` (default: the
+    package's config/robot_states.yaml, the perception node's default).
+
+    Raises:
+        EvalError: unreadable or malformed file.
+    """
+    path = Path(path) if path else DEFAULT_LABELS_FILE
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise EvalError(f"labels file {path} cannot be read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise EvalError(f"labels file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("labels"), dict) or not data["labels"]:
+        raise EvalError(f"labels file {path} must hold `labels: {{label: prompt}}`")
+    return {str(k): str(v) for k, v in data["labels"].items()}
+
+
+def load_rewordings(path: str | Path) -> dict[str, tuple[str, ...]]:
+    """label -> rewordings from YAML `labels: {label: [prompt, ...]}` (or one string each).
+
+    Raises:
+        EvalError: unreadable or malformed file.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise EvalError(f"rewordings file {path} cannot be read: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("labels"), dict):
+        raise EvalError(f"rewordings file {path} must hold `labels: {{label: [prompt, ...]}}`")
+    out: dict[str, tuple[str, ...]] = {}
+    for label, value in data["labels"].items():
+        prompts = (value,) if isinstance(value, str) else tuple(value or ())
+        if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+            raise EvalError(f"rewordings file {path}: label '{label}' needs non-empty prompts")
+        out[str(label)] = prompts
+    return out
+
+
+def find_bags(folder: str | Path) -> list[Path]:
+    """The rosbag2 folders (holding metadata.yaml) in `folder`, sorted; or `folder` itself.
+
+    Raises:
+        EvalError: no bag there.
+    """
+    folder = Path(folder)
+    if (folder / "metadata.yaml").is_file():
+        return [folder]
+    bags = (
+        sorted(p for p in folder.iterdir() if (p / "metadata.yaml").is_file())
+        if (folder.is_dir())
+        else []
+    )
+    if not bags:
+        raise EvalError(f"no rosbag2 folder (with metadata.yaml) in {folder}")
+    return bags
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What is evaluated and how; defaults match the perception and decoder nodes."""
+
+    labels: Mapping[str, str] = field(default_factory=load_labels)
+    query: str | None = None  # state readout; None: the model's default, as the node
+    retrieval_query: str | None = None  # None: the model's default query
+    rewordings: Mapping[str, Sequence[str]] | None = None  # None: the held-out prompts
+    step_hz: float = 10.0
+    sample_hz: float = 10.0
+    tracker: StateTrackerConfig = field(default_factory=StateTrackerConfig)
+    retrieval_clips: int = 100
+    max_text_length: int = 32
+    frame_size: int | None = None  # resize frames to size x size while reading (memory bound)
+    seed: int = 0
+    baseline_batch: int = 32
+    selective: selective.SelectiveConfig = field(default_factory=selective.SelectiveConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.step_hz <= 120:
+            raise ValueError(f"step_hz must be in (0, 120], got {self.step_hz}")
+        if self.retrieval_clips < 2:
+            raise ValueError(f"retrieval_clips must be >= 2, got {self.retrieval_clips}")
+        if self.baseline_batch < 1:
+            raise ValueError(f"baseline_batch must be >= 1, got {self.baseline_batch}")
+
+    def state_query(self, runtime: VLJepaRuntime) -> str:
+        """The query the replay conditions on."""
+        return runtime.cfg.default_query if self.query is None else self.query
+
+    def retrieval_query_for(self, runtime: VLJepaRuntime) -> str:
+        """The query retrieval clips are embedded with."""
+        return runtime.cfg.default_query if self.retrieval_query is None else self.retrieval_query
+
+    def reworded_variants(self) -> list[dict[str, str]]:
+        """Label sets with every prompt reworded (variant k takes each label's k-th rewording,
+        cycling); empty when a label has no rewording."""
+        source = self.rewordings if self.rewordings is not None else HELDOUT_PROMPTS
+        if not all(source.get(label) for label in self.labels):
+            return []
+        count = max(len(source[label]) for label in self.labels)
+        return [
+            {label: source[label][k % len(source[label])] for label in self.labels}
+            for k in range(count)
+        ]
+
+
+# --------------------------------------------------------------------------- replay
+
+
+@dataclass
+class EpisodeRun:
+    """One replayed episode: per-step outputs and ground truth (steps with truth only)."""
+
+    name: str
+    stamps_ns: np.ndarray  # (S,) newest frame of each step's clip
+    truth: list[str]
+    captions: list[str | None]
+    stabilised: list[str]
+    instant: list[str]
+    baseline: list[str]
+    embeddings: np.ndarray  # (S, D)
+    reworded: list[tuple[list[str], list[str]]]  # per variant: (stabilised, instant)
+    annotations: list[tuple[int, str]]  # frame-level caption changes
+    moments: list[tuple[str, np.ndarray]]  # (caption, retrieval embedding) per caption run
+
+    @property
+    def minutes(self) -> float:
+        return selective.stream_minutes(self.stamps_ns)
+
+
+def _track(
+    labels: Sequence[str],
+    matrix: np.ndarray,
+    config: StateTrackerConfig,
+    embeddings: np.ndarray,
+    stamps: np.ndarray,
+) -> tuple[list[str], list[str]]:
+    tracker = StateTracker(labels, matrix, config)
+    out = [tracker.step(e, int(s)) for e, s in zip(embeddings, stamps, strict=True)]
+    return [o.label for o in out], [o.instant_label for o in out]
+
+
+def _replay(
+    pipe: PerceptionPipeline, episode: EpisodeData, step_hz: float
+) -> tuple[list[StepResult], list[list[int]]]:
+    """Offer every frame in stamp order, stepping every 1/step_hz of capture time; returns the
+    step results and, per step, the frame indices of its clip (oldest first, padded as the
+    clip buffer pads)."""
+    from vljepa_ros.stream.clip_buffer import PushOutcome
+
+    stamps = np.asarray(episode.stamps_ns, dtype=np.int64)
+    period = round(NS / step_hz)
+    clip_len = pipe.clip_frames
+    sampled: deque[int] = deque(maxlen=clip_len)
+    results: list[StepResult] = []
+    clips: list[list[int]] = []
+    next_frame, step_time = 0, int(stamps[0])
+    while next_frame < len(stamps):
+        while next_frame < len(stamps) and stamps[next_frame] <= step_time:
+            stamp = int(stamps[next_frame])
+            outcome = pipe.offer(CAMERA, episode.frames[next_frame], stamp, stamp)
+            if outcome is PushOutcome.RESET:
+                sampled.clear()
+            if outcome in (PushOutcome.SAMPLED, PushOutcome.RESET):
+                sampled.append(next_frame)
+            next_frame += 1
+        for result in pipe.step():
+            clip = [sampled[0]] * (clip_len - len(sampled)) + list(sampled)
+            if (stamps[clip[0]], stamps[clip[-1]]) != (result.clip_start_ns, result.stamp_ns):
+                raise RuntimeError("replay lost track of the clip buffer's frames")
+            results.append(result)
+            clips.append(clip)
+        step_time += period
+    return results, clips
+
+
+def replay_episode(
+    runtime: VLJepaRuntime,
+    episode: EpisodeData,
+    config: EvalConfig,
+    name: str = "episode",
+) -> EpisodeRun:
+    """Replay one episode through a fresh PerceptionPipeline; see the module docstring.
+
+    Raises:
+        EvalError: the episode has no ground-truth state on any step.
+    """
+    from vljepa_ros.stream.pipeline import PerceptionPipeline, PipelineConfig
+
+    query = config.state_query(runtime)
+    pipe = PerceptionPipeline(
+        runtime,
+        PipelineConfig(
+            query=query,
+            labels=dict(config.labels),
+            sample_hz=config.sample_hz,
+            tracker=config.tracker,
+        ),
+        cameras=(CAMERA,),
+    )
+    results, clips = _replay(pipe, episode, config.step_hz)
+    truth = [episode.states[clip[-1]] for clip in clips]
+    keep = [t is not None for t in truth]
+    if not any(keep):
+        raise EvalError(f"{name}: no step has a ground-truth state")
+    results = [r for r, k in zip(results, keep, strict=True) if k]
+    clips = [c for c, k in zip(clips, keep, strict=True) if k]
+    newest = [clip[-1] for clip in clips]
+    stamps = np.array([r.stamp_ns for r in results], dtype=np.int64)
+    embeddings = np.stack([r.embedding for r in results]).astype(np.float32)
+    captions = [episode.captions[i] for i in newest]
+
+    def embed(frame_lists: Sequence[Sequence[int]], text: str) -> np.ndarray:
+        """Embeddings of clips given as frame indices, in batches."""
+        out = []
+        for k in range(0, len(frame_lists), config.baseline_batch):
+            chunk = frame_lists[k : k + config.baseline_batch]
+            batch = np.stack([np.stack([pipe.shrink(episode.frames[i]) for i in c]) for c in chunk])
+            out.append(runtime.embed_clips(batch, text).numpy())  # (B, T, H, W, 3) -> (B, D)
+        return np.concatenate(out).astype(np.float32)
+
+    # Per-frame baseline: the newest frame alone, instant label, no smoothing.
+    labels = list(config.labels)
+    single = embed([[i] for i in newest], query)
+    baseline = [labels[j] for j in np.argmax(single @ pipe.label_matrix.T, axis=1)]
+
+    reworded = []
+    for variant in config.reworded_variants():
+        matrix = runtime.encode_texts(list(variant.values())).numpy()
+        reworded.append(_track(labels, matrix, config.tracker, embeddings, stamps))
+
+    # Retrieval moments: the middle step of every caption run, embedded with the retrieval
+    # query (the replay's embedding when the queries agree).
+    middles = [
+        ((r.start + r.end - 1) // 2, r.label)
+        for r in metrics.runs([c or "" for c in captions])
+        if r.label
+    ]
+    retrieval_query = config.retrieval_query_for(runtime)
+    if retrieval_query == query or not middles:
+        vectors = embeddings[[m for m, _ in middles]] if middles else embeddings[:0]
+    else:
+        vectors = embed([clips[m] for m, _ in middles], retrieval_query)
+    return EpisodeRun(
+        name=name,
+        stamps_ns=stamps,
+        truth=[str(episode.states[i]) for i in newest],
+        captions=captions,
+        stabilised=[r.state.label for r in results],
+        instant=[r.state.instant_label for r in results],
+        baseline=baseline,
+        embeddings=embeddings,
+        reworded=reworded,
+        annotations=selective.caption_changes(episode.stamps_ns, episode.captions),
+        moments=[(c, v) for (_, c), v in zip(middles, vectors, strict=True)],
+    )
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def label_metrics(runs: Sequence[EpisodeRun], attr: str, labels: Sequence[str]) -> dict[str, Any]:
+    """State metrics of one prediction stream (`stabilised`, `instant` or `baseline`) over
+    all runs: frame-wise pooled, edit score averaged over episodes, F1@k from pooled segment
+    counts, flicker from pooled switches and minutes."""
+    truth = [t for run in runs for t in run.truth]
+    pred = [p for run in runs for p in getattr(run, attr)]
+    minutes = sum(run.minutes for run in runs)
+    pred_switches = sum(metrics.switches(getattr(run, attr)) for run in runs)
+    truth_switches = sum(metrics.switches(run.truth) for run in runs)
+    out: dict[str, Any] = {
+        "accuracy": metrics.accuracy(truth, pred),
+        "macro_f1": metrics.macro_f1(truth, pred),
+        "per_class_f1": metrics.per_class_f1(truth, pred),
+        "unknown_fraction": float(np.mean([p == UNKNOWN for p in pred])),
+        "edit": float(np.mean([metrics.edit_score(r.truth, getattr(r, attr)) for r in runs])),
+    }
+    for overlap in OVERLAPS:
+        counts = metrics.SegmentCounts()
+        for run in runs:
+            counts = counts + metrics.segment_counts(run.truth, getattr(run, attr), overlap)
+        out[f"f1@{round(overlap * 100)}"] = counts.f1
+    out["switches_per_minute"] = pred_switches / minutes
+    out["flicker"] = metrics.flicker_ratio(pred_switches, truth_switches, minutes)
+    out["confusion"] = metrics.confusion_matrix(truth, pred, labels).tolist()
+    return out
+
+
+def state_metrics(runs: Sequence[EpisodeRun], labels: Sequence[str]) -> dict[str, Any]:
+    """State metrics of the stabilised label, the instant label and the per-frame baseline."""
+    return {
+        "stabilised": label_metrics(runs, "stabilised", labels),
+        "instant": label_metrics(runs, "instant", labels),
+        "baseline": label_metrics(runs, "baseline", labels),
+        "truth_switches_per_minute": sum(metrics.switches(r.truth) for r in runs)
+        / sum(r.minutes for r in runs),
+        "confusion_columns": [*labels, UNKNOWN],
+    }
+
+
+def streams_of(runs: Sequence[EpisodeRun]) -> list[selective.Stream]:
+    """The selective-decoding streams of the runs that have caption changes."""
+    return [
+        selective.Stream(r.name, r.stamps_ns, r.embeddings, r.stabilised, r.annotations)
+        for r in runs
+        if r.annotations
+    ]
+
+
+def episode_row(run: EpisodeRun) -> dict[str, Any]:
+    """Per-episode summary for the report's table."""
+    minutes = run.minutes
+    truth_switches = metrics.switches(run.truth)
+    return {
+        "name": run.name,
+        "steps": len(run.truth),
+        "minutes": minutes,
+        "accuracy": metrics.accuracy(run.truth, run.stabilised),
+        "instant_accuracy": metrics.accuracy(run.truth, run.instant),
+        "baseline_accuracy": metrics.accuracy(run.truth, run.baseline),
+        "edit": metrics.edit_score(run.truth, run.stabilised),
+        "flicker": metrics.flicker_ratio(metrics.switches(run.stabilised), truth_switches, minutes),
+        "baseline_flicker": metrics.flicker_ratio(
+            metrics.switches(run.baseline), truth_switches, minutes
+        ),
+    }
+
+
+def reworded_metrics(
+    runs: Sequence[EpisodeRun], variants: Sequence[Mapping[str, str]], original: float
+) -> dict[str, Any] | None:
+    """Accuracy per reworded prompt set and the mean drop (points) from `original`."""
+    if not variants:
+        return None
+    truth = [t for run in runs for t in run.truth]
+    rows = []
+    for k, variant in enumerate(variants):
+        stabilised = [p for run in runs for p in run.reworded[k][0]]
+        instant = [p for run in runs for p in run.reworded[k][1]]
+        rows.append(
+            {
+                "prompts": dict(variant),
+                "accuracy": metrics.accuracy(truth, stabilised),
+                "instant_accuracy": metrics.accuracy(truth, instant),
+                "macro_f1": metrics.macro_f1(truth, stabilised),
+            }
+        )
+    mean = float(np.mean([r["accuracy"] for r in rows]))
+    return {
+        "variants": rows,
+        "accuracy": mean,
+        "instant_accuracy": float(np.mean([r["instant_accuracy"] for r in rows])),
+        "drop_points": 100.0 * (original - mean),
+    }
+
+
+def retrieval_metrics(
+    runtime: VLJepaRuntime, runs: Sequence[EpisodeRun], clips: int, seed: int
+) -> dict[str, Any] | None:
+    """R@1/R@5 text-to-clip among up to `clips` clips: a seeded sample of the captioned
+    moments of all runs, one per distinct caption (so every text has one correct clip)."""
+    moments = [m for run in runs for m in run.moments]
+    order = np.random.default_rng(seed).permutation(len(moments))
+    chosen: dict[str, np.ndarray] = {}
+    for k in order:
+        caption, vector = moments[k]
+        chosen.setdefault(caption, vector)
+        if len(chosen) == clips:
+            break
+    if len(chosen) < 2:
+        return None
+    text_emb = runtime.encode_texts(list(chosen)).numpy()
+    recall = metrics.recall_at_k(text_emb @ np.stack(list(chosen.values())).T, (1, 5))
+    return {"clips": len(chosen), "r@1": recall[1], "r@5": recall[5]}
+
+
+def _decoder(runtime: VLJepaRuntime, max_length: int) -> selective.Decoder:
+    import torch
+
+    def decode(vectors: np.ndarray) -> list[str]:
+        return runtime.decode_batch(torch.from_numpy(np.asarray(vectors, np.float32)), max_length)
+
+    return decode
+
+
+def caption_metrics(
+    runs: Sequence[EpisodeRun], decode: selective.Decoder, batch: int = 64
+) -> dict[str, Any] | None:
+    """CIDEr-D of text decoded from every ground-truth caption run's pooled embedding."""
+    items: list[tuple[str, np.ndarray]] = []
+    for run in runs:
+        for r in metrics.runs([c or "" for c in run.captions]):
+            if r.label:
+                items.append((r.label, selective.pooled(run.embeddings, (r.start, r.end))))
+    if not items:
+        return None
+    texts: list[str] = []
+    for k in range(0, len(items), batch):
+        texts += decode(np.stack([v for _, v in items[k : k + batch]]))
+    score, _ = metrics.cider_d([[c] for c, _ in items], texts)
+    examples = [{"truth": c, "decoded": t} for (c, _), t in zip(items[:8], texts, strict=False)]
+    return {"segments": len(items), "cider_d": score, "examples": examples}
+
+
+def selective_dict(result: selective.SelectiveResult) -> dict[str, Any]:
+    """JSON form of a selective-decoding result."""
+    return {
+        "matches": result.matches,
+        "reference": {
+            **asdict(result.reference),
+            "decodes_per_minute": result.reference.decodes_per_minute,
+        },
+        "points": [
+            {**asdict(p), "decodes_per_minute": p.decodes_per_minute} for p in result.points
+        ],
+        "reductions": {k: asdict(v) for k, v in result.reductions.items()},
+        "examples": [{"truth": t, "decoded": d} for t, d in result.examples],
+    }
+
+
+def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The figures the shipped model must reach: name, value, comparison, bound, unit
+    ("fraction", "score", "ratio", "points" or "times"), whether it is met, and optionally
+    "shown", a text that replaces the value in the report."""
+    state = report["state"]
+    stab, base = state["stabilised"], state["baseline"]
+    relative = stab["flicker"] / base["flicker"] if base["flicker"] > 0 else float("inf")
+    rows = [
+        _target("stabilised accuracy", stab["accuracy"], ">=", "stabilised_accuracy", "fraction"),
+        _target("macro-F1 (stabilised)", stab["macro_f1"], ">=", "macro_f1", "ratio"),
+        _target("edit score (stabilised)", stab["edit"], ">=", "edit", "score"),
+        _target("flicker (stabilised)", stab["flicker"], "<=", "flicker", "ratio"),
+        _target("flicker / per-frame baseline's", relative, "<=", "flicker_vs_baseline", "ratio"),
+    ]
+    if report.get("reworded"):
+        drop = report["reworded"]["drop_points"]
+        rows.append(
+            _target("reworded prompts: accuracy drop", drop, "<=", "reworded_drop_points", "points")
+        )
+    if report.get("retrieval"):
+        name = f"retrieval R@1 among {report['retrieval']['clips']} clips"
+        rows.append(_target(name, report["retrieval"]["r@1"], ">=", "retrieval_r1", "fraction"))
+    if report.get("selective"):
+        factor = report["selective"]["reductions"].get(selective.ONLINE, {}).get("factor")
+        value = float("nan") if factor is None else factor
+        reference = report["selective"]["reference"]
+        name = f"online segmenter: fewer decodes than {reference['parameter']:g} Hz uniform"
+        for suffix, key in (("", "online_reduction"), (" (goal)", "online_reduction_goal")):
+            row = _target(name + suffix, value, ">=", key, "times")
+            if reference["cider"] <= 0:
+                row["shown"] = "undefined (reference CIDEr-D is 0)"
+            rows.append(row)
+    return rows
+
+
+def _target(name: str, value: float, op: str, key: str, unit: str) -> dict[str, Any]:
+    bound = TARGETS[key]
+    met = bool(value >= bound if op == ">=" else value <= bound) if np.isfinite(value) else False
+    return {"name": name, "value": value, "op": op, "target": bound, "unit": unit, "met": met}
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@dataclass
+class Evaluation:
+    """Everything `evaluate` computed: the JSON report and the runs for plotting."""
+
+    report: dict[str, Any]
+    runs: list[EpisodeRun]
+    label_matrix: np.ndarray  # (L, D) embeddings of the label prompts
+    selective: selective.SelectiveResult | None
+
+
+def evaluate(
+    runtime: VLJepaRuntime,
+    bags: Sequence[str | Path],
+    config: EvalConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+    checkpoint: str = "",
+) -> Evaluation:
+    """Replay `bags` and compute every metric; see the module docstring.
+
+    Raises:
+        EvalError: no bags, or no step with ground truth.
+    """
+    from vljepa_ros.data.bag import read_episode
+
+    config = config or EvalConfig()
+    if not bags:
+        raise EvalError("no episodes to evaluate")
+    say = progress or (lambda _: None)
+    timing: dict[str, float] = {}
+    start = time.perf_counter()
+    runs: list[EpisodeRun] = []
+    for path in bags:
+        path = Path(path)
+        say(f"replaying {path.name}")
+        episode = read_episode(path, size=config.frame_size)
+        runs.append(replay_episode(runtime, episode, config, name=path.name))
+    timing["replay_s"] = time.perf_counter() - start
+
+    labels = list(config.labels)
+    query = config.state_query(runtime)
+    state = state_metrics(runs, labels)
+    variants = config.reworded_variants()
+    report: dict[str, Any] = {
+        "model": {
+            "checkpoint": checkpoint,
+            "model_id": runtime.model_id,
+            "y_encoder_id": runtime.y_encoder_id,
+            "query": query,
+            "retrieval_query": config.retrieval_query_for(runtime),
+            "clip_frames": runtime.cfg.x_encoder.num_frames,
+        },
+        "data": {
+            "episodes": [r.name for r in runs],
+            "steps": sum(len(r.truth) for r in runs),
+            "minutes": sum(r.minutes for r in runs),
+            "labels": dict(config.labels),
+            "step_hz": config.step_hz,
+            "sample_hz": config.sample_hz,
+        },
+        "state": state,
+        "reworded": reworded_metrics(runs, variants, state["stabilised"]["accuracy"]),
+        "retrieval": retrieval_metrics(runtime, runs, config.retrieval_clips, config.seed),
+        "episodes": [episode_row(r) for r in runs],
+    }
+
+    start = time.perf_counter()
+    say("decoding captions")
+    decode = _decoder(runtime, config.max_text_length)
+    report["captions"] = caption_metrics(runs, decode, config.selective.batch)
+    streams = streams_of(runs)
+    result = None
+    if streams:
+        result = selective.evaluate_selective(
+            streams, decode, config.selective, lambda m: say(f"selective decoding: {m}")
+        )
+        report["selective"] = selective_dict(result)
+    else:
+        report["selective"] = None
+    timing["decode_s"] = time.perf_counter() - start
+    report["timing"] = timing
+    report["targets"] = targets(report)
+    matrix = runtime.encode_texts(list(config.labels.values())).numpy()
+    return Evaluation(report, runs, matrix, result)
