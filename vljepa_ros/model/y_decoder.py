@@ -54,10 +54,15 @@ class YDecoder(nn.Module):
         return self.prefix(emb).view(emb.shape[0], self.cfg.num_prefix_tokens, -1)
 
     def forward(
-        self, embedding: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor
+        self,
+        embedding: torch.Tensor,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        last_only: bool = False,
     ) -> torch.Tensor:
         # embedding (B, D), input_ids (B, L), mask (B, L) bool -> logits (B, L, V):
-        # logits[:, i] predict the token after input_ids[:, i]
+        # logits[:, i] predict the token after input_ids[:, i]; with last_only, (B, 1, V) for the
+        # last position only (greedy decoding needs no more, and the vocabulary head dominates)
         prefix = self._condition(embedding)
         x = torch.cat([prefix, self.tokens(input_ids)], dim=1)
         k = prefix.shape[1]
@@ -66,7 +71,7 @@ class YDecoder(nn.Module):
         rotary = self.rotary(x.shape[1], x.device, x.dtype)
         for block in self.blocks:
             x = block(x, rotary, key_mask, causal=True)
-        hidden = self.norm(x[:, k:])
+        hidden = self.norm(x[:, -1:] if last_only else x[:, k:])
         return F.linear(hidden, self.tokens.weight)  # tied input/output embeddings
 
     def loss(self, embedding: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -101,7 +106,7 @@ class YDecoder(nn.Module):
         done = torch.zeros(b, dtype=torch.bool, device=device)
         for _ in range(steps):
             mask = torch.ones_like(ids, dtype=torch.bool)
-            logits = self(embedding.to(device), ids, mask)[:, -1]
+            logits = self(embedding.to(device), ids, mask, last_only=True)[:, -1]
             nxt = logits.argmax(-1).masked_fill(done, self.pad_id)
             ids = torch.cat([ids, nxt[:, None]], dim=1)
             done |= nxt == self.eos_id
