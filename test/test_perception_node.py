@@ -241,3 +241,53 @@ def test_missing_checkpoint_fails_fast_naming_the_path() -> None:
     assert node.returncode == 2, output[-2000:]
     assert "/no/such/checkpoint" in output
     assert "could not configure" in output
+
+
+def test_two_cameras_get_their_own_outputs(micro_checkpoint: Path) -> None:
+    """image_topics with two cameras: each camera's steps on vljepa/<name>/... with its frame_id."""
+    from sensor_msgs.msg import Image
+
+    from vljepa_ros.conversions import rgb_to_image
+    from vljepa_ros.msg import SemanticEmbedding, StateLabel
+    from vljepa_ros.nodes.common import qos_reliable
+
+    node = start_node(
+        "perception_node",
+        f"checkpoint:={micro_checkpoint}",
+        "input_reliability:=reliable",
+        "image_topics:=[/left/image, /right/image]",
+        "camera_names:=[left, right]",
+    )
+    peer = RosPeer("test_two_cameras")
+    try:
+        publishers = {
+            name: peer.node.create_publisher(Image, f"/{name}/image", qos_reliable(10))
+            for name in ("left", "right")
+        }
+        for name in ("left", "right"):
+            peer.keep(name, SemanticEmbedding, f"/vljepa/{name}/embedding", qos_reliable(50))
+            peer.keep(f"{name}_state", StateLabel, f"/vljepa/{name}/state", qos_reliable(50))
+        peer.wait_for(
+            lambda: all(p.get_subscription_count() for p in publishers.values()), 60.0, "node"
+        )
+        raw = rgb_to_image(np.zeros((48, 64, 3), dtype=np.uint8))
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not all(
+            len(peer.snapshot(n)) >= 3 for n in ("left", "right", "left_state", "right_state")
+        ):
+            for name, publisher in publishers.items():
+                msg = Image(height=raw.height, width=raw.width, encoding=raw.encoding,
+                            step=raw.step, data=raw.data)  # fmt: skip
+                msg.header.stamp = peer.node.get_clock().now().to_msg()
+                msg.header.frame_id = f"{name}_optical_frame"
+                publisher.publish(msg)
+            time.sleep(0.07)
+        for name in ("left", "right"):
+            got = peer.snapshot(name)
+            assert len(got) >= 3, name
+            assert {m.header.frame_id for m in got} == {f"{name}_optical_frame"}
+            seqs = [m.seq for m in got]
+            assert seqs == sorted(set(seqs))
+    finally:
+        peer.close()
+        stop_node(node)

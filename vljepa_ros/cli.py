@@ -154,8 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_run_parser(sub)
 
+    from vljepa_ros.data.commands import add_data_parser
     from vljepa_ros.train.eval_commands import add_eval_parser
 
+    add_data_parser(sub)
     add_eval_parser(sub)
 
     rep = sub.add_parser(

@@ -201,7 +201,7 @@ SIM_CAMERA: list[Param] = [
     Param("fps", 10, "Frames per second published (and simulated).", 1, 60, read_only=True),
     Param("image_size", 160, "Width and height of the square images, pixels.", 32, 1024,
           read_only=True),
-    Param("robot", "panda", "Simulated arm.", choices=("panda", "kuka"), read_only=True),
+    Param("robot", "panda", "Simulated arm.", choices=("panda",), read_only=True),
     Param("seed", 0, "Seed of the first episode; each next episode adds one.", 0, 1_000_000,
           read_only=True),
     Param("frame_id", "camera_optical_frame", "frame_id of the published images.", read_only=True),
