@@ -128,6 +128,13 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(handler=_cmd_run, launch_names=[a.name for a in arguments])
 
 
+def _cmd_bench_e2e(args: argparse.Namespace) -> int:
+    """The three-process benchmark over real DDS."""
+    from vljepa_ros.benchmarks import bench_main
+
+    return bench_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -189,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_bench_model_arguments(bench_model)
     bench_model.set_defaults(handler=_cmd_bench_model)
+    e2e = bench_sub.add_parser(
+        "e2e",
+        help="camera process -> perception_node -> consumer over real DDS: latency, rate, "
+        "drops, CPU, memory, overhead over the model alone; --minutes for a soak",
+    )
+    e2e.add_argument("--checkpoint", default=None, help="checkpoint (default: the shipped one)")
+    e2e.add_argument("--duration", type=float, default=60.0, help="measured seconds")
+    e2e.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
+    e2e.add_argument("--cameras", type=int, nargs="+", default=[1], help="e.g. 1 2 4")
+    e2e.add_argument("--hz", type=float, default=30.0, help="camera frame rate")
+    e2e.add_argument("--width", type=int, default=640)
+    e2e.add_argument("--height", type=int, default=480)
+    e2e.add_argument("--minutes", type=int, default=0, help="soak: per-minute figures")
+    e2e.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    e2e.set_defaults(handler=_cmd_bench_e2e)
 
     return parser
 
