@@ -128,6 +128,18 @@ def test_unknown_dtype_is_refused(name: str) -> None:
         parse_dtype(name)
 
 
+@pytest.mark.parametrize(
+    ("device", "reason"),
+    [("tpu", "device"), ("cuda:99", "cuda"), ("not a device", "unknown device")],
+)
+def test_unusable_device_is_refused_with_the_reason(device: str, reason: str) -> None:
+    """A device torch cannot use here is a ModelError naming it, not a torch traceback."""
+    from vljepa_ros.model.api import parse_device
+
+    with pytest.raises(ModelError, match=reason):
+        parse_device(device)
+
+
 def test_mismatched_query_count_is_refused(runtime: VLJepaRuntime) -> None:
     """Giving a different number of queries than clips is an error."""
     with pytest.raises(ModelError, match="queries"):

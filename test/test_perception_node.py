@@ -234,13 +234,34 @@ def test_silent_camera_reports_error_and_unknown(running: tuple) -> None:
     peer.wait_for(lambda: peer.snapshot("state")[-1].label == "unknown", 3.0, "unknown label")
 
 
-def test_missing_checkpoint_fails_fast_naming_the_path() -> None:
-    """A checkpoint path that does not exist ends the node with status 2 and the path."""
-    node = start_node("perception_node", "checkpoint:=/no/such/checkpoint")
+BAD_CONFIGURATION = {
+    "checkpoint path missing": ("checkpoint:=/no/such/checkpoint", "/no/such/checkpoint"),
+    "unsupported device": ("device:=tpu", "tpu"),
+    "cuda without a GPU": ("device:=cuda", "CUDA is not available"),
+    "out-of-range number": ("temperature:=-1.0", "temperature"),
+    "wrong type": ("sample_hz:=fast", "sample_hz"),
+    "unknown choice": ("dtype:=fp8", "dtype"),
+    "label file missing": ("labels_file:=/no/such/labels.yaml", "/no/such/labels.yaml"),
+    "malformed inline label": ("labels:=[no colon]", "label: prompt"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_CONFIGURATION))
+def test_bad_configuration_fails_fast_with_the_reason(kind: str, micro_checkpoint: Path) -> None:
+    """Each bad start-up setting ends the node with status 2 and a one-line reason."""
+    import torch
+
+    param, reason = BAD_CONFIGURATION[kind]
+    if kind == "cuda without a GPU" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU (the case needs one without)")
+    params = (
+        [param] if param.startswith("checkpoint") else [f"checkpoint:={micro_checkpoint}", param]
+    )
+    node = start_node("perception_node", *params)
     output, _ = node.communicate(timeout=120)
     assert node.returncode == 2, output[-2000:]
-    assert "/no/such/checkpoint" in output
-    assert "could not configure" in output
+    assert reason in output
+    assert "Traceback" not in output, output[-2000:]
 
 
 def test_two_cameras_get_their_own_outputs(micro_checkpoint: Path) -> None:

@@ -29,6 +29,25 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 
+def parse_device(device: torch.device | str) -> torch.device:
+    """A torch device that exists here, or a ModelError saying why not."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ModelError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from exc
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(
+                f"device {device!r} requested but CUDA is not available to torch "
+                f"{torch.__version__}; use cpu"
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ModelError(f"device {device!r}: only {torch.cuda.device_count()} CUDA devices")
+    elif parsed.type != "cpu":
+        raise ModelError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+    return parsed
+
+
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
     """'fp32' | 'bf16' | 'fp16' (or a torch dtype) -> torch dtype."""
     if isinstance(name, torch.dtype):
@@ -112,6 +131,7 @@ class VLJepaRuntime:
         compile: bool = False,
     ) -> VLJepaRuntime:
         """Load a checkpoint directory, or a shipped checkpoint by name."""
+        device = parse_device(device)
         model = load_checkpoint(path_or_name, device=device, dtype=parse_dtype(dtype))
         return cls(model, device, dtype, compile, resolve_checkpoint(path_or_name).name)
 

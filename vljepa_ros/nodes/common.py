@@ -18,6 +18,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -152,8 +153,9 @@ def run(node_factory: Callable[[list[str]], Node], executor_threads: int = 2) ->
 
     rclpy's own signal handlers are replaced by KeyboardInterrupt, so the context is still
     valid while the node's `close()` (if it has one) runs: a node can publish its last words.
-    A configuration error raised while constructing the node (ValueError) is printed as one
-    line with the reason, and the process exits with status 2.
+    A configuration error raised while constructing the node (ValueError, or rclpy's
+    parameter exceptions for a value out of range or of the wrong type) is printed as one line
+    with the reason, and the process exits with status 2.
     """
     args = sys.argv
     try:
@@ -174,7 +176,8 @@ def run(node_factory: Callable[[list[str]], Node], executor_threads: int = 2) ->
         executor.spin()
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
-    except ValueError as exc:
+    except (ValueError, ParameterException) as exc:
+        # a bad parameter or configuration: one line with the reason, no traceback
         print(f"[error] {exc}", file=sys.stderr)
         code = 2
     finally:
