@@ -5,15 +5,7 @@ from __future__ import annotations
 import yaml
 from ros_support import REPO
 
-CANONICAL_STATES = [
-    "idle",
-    "reaching",
-    "grasping",
-    "lifting",
-    "transporting",
-    "placing",
-    "retreating",
-]
+from vljepa_ros.data.captions import STATES as CANONICAL_STATES  # design.md's seven states
 
 
 def test_robot_states_file_lists_the_canonical_states_in_order() -> None:
@@ -21,7 +13,7 @@ def test_robot_states_file_lists_the_canonical_states_in_order() -> None:
     data = yaml.safe_load((REPO / "config" / "robot_states.yaml").read_text())
     assert list(data) == ["labels"]
     labels = data["labels"]
-    assert list(labels) == CANONICAL_STATES
+    assert list(labels) == list(CANONICAL_STATES)
     prompts = list(labels.values())
     assert all(isinstance(p, str) and len(p.split()) >= 5 for p in prompts), prompts
     assert len(set(prompts)) == len(prompts), "two states share a prompt"

@@ -37,8 +37,7 @@ def camera_main(argv: list[str]) -> int:
     import rclpy
     from sensor_msgs.msg import Image
 
-    from vljepa_ros.conversions import rgb_to_image
-    from vljepa_ros.nodes.common import qos_input
+    from vljepa_ros.nodes.common import image_message, qos_input
 
     parser = argparse.ArgumentParser(prog="bench camera")
     parser.add_argument("--hz", type=float, default=30.0)
@@ -53,22 +52,15 @@ def camera_main(argv: list[str]) -> int:
         for i in range(args.cameras)
     ]
     rng = np.random.default_rng(0)
-    # a few distinct frames, so consecutive clips differ (the model's work does not depend on it)
-    frames = [rgb_to_image(rng.integers(0, 256, (args.height, args.width, 3), np.uint8))
-              for _ in range(8)]  # fmt: skip
+    frames = [rng.integers(0, 256, (args.height, args.width, 3), np.uint8) for _ in range(8)]
     period = 1.0 / args.hz
     next_time = time.monotonic()
     k = 0
     try:
         while rclpy.ok():
-            raw = frames[k % len(frames)]
             stamp = node.get_clock().now().to_msg()
             for i, pub in enumerate(pubs):
-                msg = Image(height=raw.height, width=raw.width, encoding=raw.encoding,
-                            step=raw.step, data=raw.data)  # fmt: skip
-                msg.header.stamp = stamp
-                msg.header.frame_id = f"cam{i}"
-                pub.publish(msg)
+                pub.publish(image_message(frames[k % len(frames)], stamp, f"cam{i}"))
             k += 1
             next_time += period
             time.sleep(max(0.0, next_time - time.monotonic()))

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import (
@@ -28,7 +29,9 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from sensor_msgs.msg import Image
 
+from vljepa_ros.conversions import rgb_to_image
 from vljepa_ros.params import Param
 
 NS = 1_000_000_000
@@ -132,6 +135,22 @@ def qos_reliable(depth: int, latched: bool = False) -> QoSProfile:
         reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
     )
+
+
+def image_message(rgb: np.ndarray, stamp: Time, frame_id: str) -> Image:
+    """A sensor_msgs/Image (rgb8) of a uint8 RGB (H, W, 3) array."""
+    raw = rgb_to_image(rgb)
+    msg = Image(
+        height=raw.height,
+        width=raw.width,
+        encoding=raw.encoding,
+        is_bigendian=raw.is_bigendian,
+        step=raw.step,
+        data=raw.data,
+    )
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    return msg
 
 
 def stamp_to_ns(stamp: Time) -> int:

@@ -23,10 +23,9 @@ from vljepa_ros.conversions import (
     ImageConversionError,
     compressed_to_rgb,
     image_to_rgb,
-    rgb_to_image,
 )
 from vljepa_ros.msg import EmbeddingInfo, SemanticEmbedding, StateLabel, TextEvent
-from vljepa_ros.nodes.common import declare, qos_input, qos_reliable, run
+from vljepa_ros.nodes.common import declare, image_message, qos_input, qos_reliable, run
 from vljepa_ros.overlay import EmbeddingMap, EmbeddingTrail, OverlayState, render_overlay
 from vljepa_ros.params import OVERLAY as PARAMS
 
@@ -123,17 +122,7 @@ class OverlayNode(Node):
         self.markers.publish(self._marker_array(header, state))
         if image is None or self.overlay.get_subscription_count() == 0:
             return
-        raw = rgb_to_image(image)
-        msg = Image(
-            header=header,
-            height=raw.height,
-            width=raw.width,
-            encoding=raw.encoding,
-            is_bigendian=raw.is_bigendian,
-            step=raw.step,
-            data=raw.data,
-        )
-        self.overlay.publish(msg)
+        self.overlay.publish(image_message(image, header.stamp, header.frame_id))
 
     def _marker_array(self, header: Any, state: OverlayState) -> MarkerArray:
         marker = Marker()

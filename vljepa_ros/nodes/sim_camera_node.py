@@ -17,8 +17,7 @@ from typing import Any
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
-from vljepa_ros.conversions import rgb_to_image
-from vljepa_ros.nodes.common import declare, run
+from vljepa_ros.nodes.common import declare, image_message, run
 from vljepa_ros.params import SIM_CAMERA as PARAMS
 
 
@@ -74,18 +73,7 @@ class SimCameraNode(Node):
         except queue.Empty:
             return  # the simulation is behind: hold rather than repeat
         stamp = self.get_clock().now().to_msg()
-        raw = rgb_to_image(frame.image)
-        msg = Image(
-            height=raw.height,
-            width=raw.width,
-            encoding=raw.encoding,
-            is_bigendian=raw.is_bigendian,
-            step=raw.step,
-            data=raw.data,
-        )
-        msg.header.stamp = stamp
-        msg.header.frame_id = self.values["frame_id"]
-        self.images.publish(msg)
+        self.images.publish(image_message(frame.image, stamp, self.values["frame_id"]))
         if self.joints is not None:
             joints = JointState(
                 name=list(joint_names),
