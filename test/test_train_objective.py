@@ -1,0 +1,79 @@
+"""Masked InfoNCE: same-meaning answers are not negatives; the multi-query step runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vljepa_ros.model import VLJepa, info_nce
+from vljepa_ros.train.objective import ContrastiveStep, masked_info_nce, same_meaning
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def test_same_meaning_pairs_equal_keys_or_texts() -> None:
+    """Rows are paired when their keys match or their texts match, and always with themselves."""
+    same = same_meaning([("a",), ("a",), ("b",), ("c",)], ["x", "y", "z", "x"])
+    assert same.tolist() == [
+        [True, True, False, True],
+        [True, True, False, False],
+        [False, False, True, False],
+        [True, False, False, True],
+    ]
+
+
+def test_without_duplicates_it_is_the_models_info_nce() -> None:
+    """With nothing masked the loss equals vljepa_ros.model.info_nce."""
+    torch.manual_seed(0)
+    pred, target = torch.randn(6, 8), torch.randn(6, 8)
+    same = torch.eye(6, dtype=torch.bool)
+    assert torch.allclose(masked_info_nce(pred, target, 0.1, same), info_nce(pred, target, 0.1))
+
+
+def test_duplicate_targets_do_not_count_as_negatives() -> None:
+    """Two rows with the same answer and perfect predictions give the minimum loss when masked;
+    unmasked, each must pick its own copy among two identical ones (loss ln 2 at least)."""
+    target = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    pred = target.clone()
+    same = same_meaning([("a",), ("a",), ("b",)], ["t", "t", "u"])
+    masked = float(masked_info_nce(pred, target, 0.01, same))
+    plain = float(masked_info_nce(pred, target, 0.01, None))
+    assert masked < 1e-3
+    assert plain > math.log(2) * 2 / 3 - 1e-3
+
+
+def test_contrastive_step_runs_one_encoding_per_clip(micro_config) -> None:
+    """Three rows over two clips give a finite loss whose gradient reaches encoder and predictor."""
+    x_encoder = dataclasses.replace(micro_config.x_encoder, frozen=False)
+    torch.manual_seed(0)
+    model = VLJepa(dataclasses.replace(micro_config, x_encoder=x_encoder)).train()
+    cfg = model.cfg.x_encoder
+    video = torch.randn(2, cfg.num_frames, 3, cfg.crop_size, cfg.crop_size)
+    queries, query_mask = model.encode_query(["what is the robot doing?", ""])
+    ids, mask = model.y_encoder.tokenize(["a red cube", "a blue ball", "no"])
+    calls = []
+    model.x_encoder.register_forward_hook(lambda *_: calls.append(1))
+    loss = ContrastiveStep(model)(
+        video,
+        torch.tensor([0, 0, 1]),
+        queries.detach(),
+        query_mask,
+        torch.tensor([0, 1, 0]),
+        ids,
+        mask,
+        torch.tensor([0, 1, 2]),
+        torch.eye(3, dtype=torch.bool),
+    )
+    loss.backward()
+    assert math.isfinite(float(loss.detach()))
+    assert len(calls) == 1
+    grads = [p.grad for p in model.predictor.parameters()]
+    assert all(g is not None for g in grads)
+    assert any(p.grad is not None for p in model.x_encoder.parameters())

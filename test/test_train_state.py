@@ -1,0 +1,93 @@
+"""Resume checkpoints: optimizer state through safetensors + JSON, atomic replacement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vljepa_ros.model import CheckpointError, VLJepaRuntime
+from vljepa_ros.train.config import TrainConfig
+from vljepa_ros.train.state import (
+    OPTIMIZER_NAME,
+    STATE_NAME,
+    Progress,
+    find_state,
+    load_optimizer,
+    optimizer_state,
+    optimizer_tensors,
+    read_progress,
+    save_state,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _stepped_adamw() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    opt = torch.optim.AdamW(
+        [
+            {"params": net[0].parameters(), "lr": 1e-2, "lr_scale": 1.0},
+            {"params": net[1].parameters(), "lr": 1e-3, "lr_scale": 0.1},
+        ]
+    )
+    for _ in range(3):
+        opt.zero_grad()
+        net(torch.randn(5, 4)).square().sum().backward()
+        opt.step()
+    return net, opt
+
+
+def test_optimizer_state_round_trips_through_tensors_and_json() -> None:
+    """Splitting an AdamW state into tensors + plain data and back restores it exactly."""
+    net, opt = _stepped_adamw()
+    tensors, plain = optimizer_tensors(opt)
+    assert all(isinstance(v, torch.Tensor) for v in tensors.values())
+    fresh = torch.optim.AdamW([{"params": net[0].parameters()}, {"params": net[1].parameters()}])
+    fresh.load_state_dict(optimizer_state(tensors, plain))
+    for a, b in zip(opt.state.values(), fresh.state.values(), strict=True):
+        assert torch.equal(a["exp_avg"], b["exp_avg"])
+        assert torch.equal(a["step"], b["step"])
+    assert fresh.param_groups[1]["lr_scale"] == 0.1
+
+
+def test_save_state_writes_a_loadable_checkpoint_and_replaces_it(
+    micro_model, tmp_path: Path
+) -> None:
+    """A resume checkpoint is a model checkpoint plus state; saving again swaps it atomically."""
+    _, opt = _stepped_adamw()
+    directory = tmp_path / "last"
+    save_state(directory, micro_model, opt, Progress(3, "stage1", 1.5), TrainConfig())
+    save_state(directory, micro_model, opt, Progress(5, "stage2", 2.5), TrainConfig())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+    assert (directory / OPTIMIZER_NAME).is_file()
+    progress, plain = read_progress(directory)
+    assert progress == Progress(5, "stage2", 2.5)
+    _, fresh = _stepped_adamw()
+    load_optimizer(directory, fresh, plain)
+    assert VLJepaRuntime.load(directory).embed_dim == micro_model.cfg.embed_dim
+
+
+def test_an_interrupted_swap_falls_back_to_the_previous_checkpoint(
+    micro_model, tmp_path: Path
+) -> None:
+    """If only last.old survives a crash mid-swap, find_state returns it."""
+    directory = tmp_path / "last"
+    save_state(directory, micro_model, None, Progress(2, "stage1", 0.0), TrainConfig())
+    directory.rename(tmp_path / "last.old")
+    assert find_state(directory) == tmp_path / "last.old"
+    assert find_state(tmp_path / "other") is None
+
+
+def test_corrupt_state_is_a_checkpoint_error(micro_model, tmp_path: Path) -> None:
+    """A damaged trainer_state.json is reported, naming the file."""
+    directory = tmp_path / "last"
+    save_state(directory, micro_model, None, Progress(2, "stage1", 0.0), TrainConfig())
+    (directory / STATE_NAME).write_text("{")
+    with pytest.raises(CheckpointError, match=STATE_NAME):
+        read_progress(directory)
