@@ -47,7 +47,9 @@ fi
 # generated vljepa_ros.msg, and it extends the package path to the checkout.
 export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 mkdir -p "$BUILD"
+FRESH_CONFIGURE=
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+  FRESH_CONFIGURE=1
   log "configuring the package (messages) in $BUILD"
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
@@ -57,6 +59,11 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
 fi
 cmake --build "$BUILD" -j"$(nproc)" >"$BUILD.build.log" 2>&1 \
   || { tail -30 "$BUILD.build.log"; die "build failed (log: $BUILD.build.log)"; }
+if [ -n "${FRESH_CONFIGURE:-}" ]; then
+  # rosidl's egg-info lists files that the same build creates after it; a second pass on a
+  # fresh build directory settles that list, so a later run of this script changes nothing
+  cmake --build "$BUILD" -j"$(nproc)" >>"$BUILD.build.log" 2>&1
+fi
 cmake --install "$BUILD" >"$BUILD.install.log" 2>&1 \
   || { tail -30 "$BUILD.install.log"; die "install failed (log: $BUILD.install.log)"; }
 log "messages built and installed into $VENV"
