@@ -61,10 +61,16 @@ def test_overlay_and_markers_follow_the_topics() -> None:
         assert overlays[-1].header.frame_id == "camera_optical_frame"
         assert (image[:56] != 90).any(axis=2).mean() > 0.5  # label band drawn
         assert (image[300:420, 50:300] == 90).all()  # the scene elsewhere untouched
-        peer.wait_for(lambda: bool(peer.snapshot("markers")), 10.0, "markers")
+        peer.wait_for(
+            lambda: (
+                bool(peer.snapshot("markers"))
+                and "red cube" in peer.snapshot("markers")[-1].markers[0].text
+            ),
+            10.0,
+            "a marker with the last event",
+        )
         marker = peer.snapshot("markers")[-1].markers[0]
         assert marker.text.startswith("grasping")
-        assert "red cube" in marker.text
         assert marker.header.frame_id == "camera_optical_frame"
     finally:
         peer.close()

@@ -49,9 +49,15 @@ def test_graph_publishes_every_topic_and_stops_cleanly_on_sigint(
         assert run.returncode == 0, output[-4000:]
         assert "killed" not in output
         assert "Traceback" not in output, output[-4000:]
+        # every event decoder_node logged, the shutdown flush included, reached this process
+        logged = [
+            line for line in output.splitlines() if "[decoder_node]" in line and ": [" in line
+        ]
         peer.wait_for(
-            lambda: peer.snapshot("events")[-1].trigger == "shutdown", 10.0, "the shutdown event"
+            lambda: len(peer.snapshot("events")) == len(logged), 10.0, "every logged event"
         )
+        last_open_segment = logged[-1].split(": [", 1)[1].split("]", 1)[0]
+        assert peer.snapshot("events")[-1].trigger == last_open_segment
     finally:
         peer.close()
         if run.poll() is None:

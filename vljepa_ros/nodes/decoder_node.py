@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 import numpy as np
+from rclpy.duration import Duration
 from rclpy.node import Node
 from std_msgs.msg import Header
 
@@ -159,6 +160,10 @@ class DecoderNode(Node):
                 self._submit(segment)
         self._jobs.put(None)
         self._worker.join(timeout=30.0)
+        # the last events must reach their readers before the writer is destroyed
+        wait = getattr(self.events, "wait_for_all_acked", None)
+        if wait is not None:
+            wait(Duration(seconds=3.0))
 
 
 def main() -> int:
