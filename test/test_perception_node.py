@@ -232,6 +232,8 @@ def test_silent_camera_reports_error_and_unknown(running: tuple) -> None:
         lambda: peer.diagnostic_values()["_level"] == DiagnosticStatus.ERROR, 6.0, "ERROR"
     )
     peer.wait_for(lambda: peer.snapshot("state")[-1].label == "unknown", 3.0, "unknown label")
+    assert peer.diagnostic_values()["_level"] == DiagnosticStatus.ERROR
+    assert peer.snapshot("state")[-1].changed
 
 
 BAD_CONFIGURATION = {
