@@ -63,8 +63,6 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec("decoder_node", "decoder", False, ("checkpoint", "device", "use_sim_time")),
     NodeSpec("overlay_node", "overlay", True, ("compressed", "use_sim_time")),
 )
-OVERRIDE_ARGUMENTS = {"checkpoint": "checkpoint", "device": "device", "compressed": "compressed",
-                      "use_sim_time": "use_sim_time"}  # fmt: skip
 
 
 def launch_arguments(launch_file: Path) -> list[LaunchArgument]:
@@ -104,7 +102,7 @@ def node_command(spec: NodeSpec, args: dict[str, str]) -> list[str]:
     if spec.remap_image:
         command += ["-r", f"image:={args['camera_topic']}"]
     for name in spec.overrides:
-        value = args[OVERRIDE_ARGUMENTS[name]]
+        value = args[name]  # each override comes from the launch argument of the same name
         command += ["-p", f"{name}:={value}" if value else f'{name}:=""']
     if args["namespace"]:
         command += ["-r", f"__ns:=/{args['namespace'].strip('/')}"]
