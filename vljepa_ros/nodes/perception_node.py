@@ -86,7 +86,9 @@ class PerceptionNode(LifecycleNode):
         if self.values["autostart"]:
             # Without a lifecycle manager nobody would retry: a failed configure ends the process.
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                raise ValueError(f"perception_node could not configure: {self._failure}")
+                failure = self._failure
+                self.destroy_node()  # now, while the context is valid
+                raise ValueError(f"perception_node could not configure: {failure}")
             self.trigger_activate()
 
     # ------------------------------------------------------------------ set-up
