@@ -26,10 +26,13 @@ TOKENIZER_FILES = (
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread(request: pytest.FixtureRequest) -> None:
-    """Model tests run torch on one thread: their tensors are small, so it is as fast, and it
-    is immune to a busy 2-core machine, where waiting OpenMP threads made tests 50x slower.
+    """Model, pipeline, training and evaluation tests run torch on one thread: their tensors
+    are small, so it is as fast, and it is immune to a busy 2-core machine, where waiting
+    OpenMP threads made tests 50x slower.
     (torch is imported here, not at the top, so other test modules do not pay for it.)"""
-    if request.module.__name__.startswith(("test_model_", "test_stream_pipeline")):
+    if request.module.__name__.startswith(
+        ("test_model_", "test_stream_pipeline", "test_train_", "test_eval_")
+    ):
         import torch
 
         torch.set_num_threads(1)

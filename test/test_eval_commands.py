@@ -13,14 +13,6 @@ import pytest
 from vljepa_ros.train.eval_commands import add_eval_parser
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> None:
-    """Small tensors on a shared 2-core machine: one torch thread is as fast and steadier."""
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="vljepa")
     add_eval_parser(parser.add_subparsers(dest="command", required=True))

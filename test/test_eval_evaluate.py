@@ -19,14 +19,6 @@ TINY_SWEEP = selective.SelectiveConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> None:
-    """Small tensors on a shared 2-core machine: one torch thread is as fast and steadier."""
-    import torch
-
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two short simulated episodes (48 px, about 9 s each) written as MCAP bags."""

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from ros_support import REPO, python_env
 
 from vljepa_ros.data.bag import read_episode
@@ -19,11 +18,6 @@ from vljepa_ros.train.commands import add_train_parser
 from vljepa_ros.train.config import CONFIG_NAME, load_train_config, read_labels
 from vljepa_ros.train.targets import frame_objects
 from vljepa_ros.train.trainer import LOG_NAME
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -27,11 +27,6 @@ from vljepa_ros.train.targets import AnswerMaker
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with two short real simulated episodes as rosbag2 MCAP folders."""

@@ -5,17 +5,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from vljepa_ros.model import VLJepa, info_nce
 from vljepa_ros.train.objective import ContrastiveStep, masked_info_nce, same_meaning
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def test_same_meaning_pairs_equal_keys_or_texts() -> None:

@@ -22,11 +22,6 @@ from vljepa_ros.train.state import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def _stepped_adamw() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))

@@ -47,11 +47,6 @@ MICRO = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two short real simulated episodes (rosbag2 MCAP folders)."""
