@@ -20,6 +20,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["vljepa_ros", "vljepa_ros.*"], exclude=["vljepa_ros.msg"]),
     include_package_data=True,
+    # the shipped checkpoints (config, safetensors weights, model card)
+    package_data={"vljepa_ros": ["checkpoints/*/*"]},
     # the message definitions, for offline replay without ROS (rosbags reads them)
     data_files=[("share/vljepa_ros/msg", sorted(glob("msg/*.msg")))],
     install_requires=[

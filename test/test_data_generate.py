@@ -136,12 +136,37 @@ def test_cli_sim_writes_a_compressed_dataset(
     assert "2 episodes" in capsys.readouterr().out
 
 
+def test_cli_shifts_the_camera_and_objects(tmp_path: Path) -> None:
+    """The range and list options reach the simulator: a held-out set with a shifted camera and
+    other objects records cameras and objects inside the ranges asked for."""
+    out = tmp_path / "shifted"
+    rc = _run(
+        "data", "sim", "--out", str(out), "--episodes", "2", "--seed", "9001", "--size", "32",
+        "--cycles", "1", "1", "--distractors", "0", "1", "--max-duration", "3",
+        "--azimuth", "90", "120", "--elevation", "62", "70", "--distance", "1.35", "1.5",
+        "--fov", "35", "38", "--shapes", "brick", "--colours", "white", "black", "--quiet",
+    )  # fmt: skip
+    assert rc == 0
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["config"]["elevation_deg"] == [62.0, 70.0]
+    for item in manifest["items"]:
+        camera = item["camera"]
+        assert 90 <= camera["azimuth_deg"] <= 120
+        assert 62 <= camera["elevation_deg"] <= 70
+        assert 1.35 <= camera["distance_m"] <= 1.5
+        assert 35 <= camera["fov_deg"] <= 38
+        assert {o["shape"] for o in item["objects"]} == {"brick"}
+        assert {o["colour"] for o in item["objects"]} <= {"white", "black"}
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--cycles", "3", "1"], "SimConfig.cycles"),
         (["--fps", "7"], "SimConfig.fps"),
         (["--size", "4"], "SimConfig.image_size"),
+        (["--elevation", "50", "20"], "SimConfig.elevation_deg"),
+        (["--shapes", "pyramid"], "SimConfig.shapes"),
     ],
 )
 def test_cli_reports_a_bad_config(

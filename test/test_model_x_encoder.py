@@ -63,3 +63,49 @@ def test_folder_without_encoder_is_refused(tmp_path: Path) -> None:
     """A folder without safetensors weights is refused, naming it."""
     with pytest.raises(WeightsError, match=str(tmp_path)):
         load_vjepa2_encoder(XEncoder(XEncoderConfig(**SMALL)), tmp_path)
+
+
+def test_conv_stem_keeps_the_token_grid_and_its_order() -> None:
+    """The conv stem gives as many tokens as the patch embedding, ordered (time, row, column):
+    a change to one tubelet moves only that tubelet's tokens, the changed patch's the most."""
+    enc = XEncoder(XEncoderConfig(**SMALL, stem="conv")).eval()
+    stem = enc.encoder.embeddings.patch_embeddings
+    video = torch.randn(1, 3, 4, 32, 32)  # (B, C, T, H, W), as the embeddings module passes it
+    changed = video.clone()
+    changed[:, :, 2:4, 16:32, 0:16] += 1.0  # second tubelet, bottom-left 16 x 16 patch
+    with torch.inference_mode():
+        before, after = stem(video), stem(changed)
+    assert before.shape == (1, 8, 48)
+    moved = (after - before).abs().sum(-1)[0]  # token (t, row, col) is t * 4 + row * 2 + col
+    assert moved[:4].max() == 0  # the first tubelet's tokens do not see the second's frames
+    assert moved.argmax().item() == 1 * 4 + 1 * 2 + 0
+
+
+def test_conv_stem_trains_and_round_trips_through_a_state_dict() -> None:
+    """A conv-stem encoder's gradients reach the first convolution, and its weights (batch
+    norm statistics included) load into a fresh encoder that then gives the same tokens."""
+    cfg = XEncoderConfig(**SMALL, stem="conv", frozen=False)
+    torch.manual_seed(0)
+    enc = XEncoder(cfg).train()
+    enc(torch.randn(3, 4, 3, 32, 32)).square().mean().backward()
+    first = enc.encoder.embeddings.patch_embeddings.convs[0]
+    assert first.weight.grad is not None
+    assert first.weight.grad.abs().sum() > 0
+    enc.eval()
+    other = XEncoder(cfg).eval()
+    other.load_state_dict(enc.state_dict())
+    clip = torch.randn(1, 4, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(other(clip), enc(clip))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"stem": "resnet"}, "stem must be one of"),
+        ({"stem": "conv", "patch_size": 12, "crop_size": 36}, "power-of-two patch_size"),
+    ],
+)
+def test_bad_stem_settings_are_refused(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        XEncoderConfig(**{**SMALL, **changes})

@@ -26,6 +26,19 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+# Range options: (flag, SimConfig field, help). Each takes MIN MAX and replaces the default range,
+# so held-out sets can shift the camera away from the training distribution.
+RANGE_OPTIONS = (
+    ("--cycles", "cycles", "pick-and-place cycles", int),
+    ("--distractors", "distractors", "extra objects (0-3)", int),
+    ("--azimuth", "azimuth_deg", "camera azimuth around the workspace, degrees (0-360)", float),
+    ("--elevation", "elevation_deg", "camera elevation above the table, degrees", float),
+    ("--distance", "distance_m", "camera distance to the look-at point, metres", float),
+    ("--fov", "fov_deg", "vertical field of view, degrees", float),
+    ("--speed", "speed", "mean end-effector speed of a move, m/s", float),
+)
+
+
 def _cmd_sim(args: argparse.Namespace) -> int:
     """Generate episodes; print a summary; 2 on a bad option or an existing output."""
     from tqdm import tqdm
@@ -39,10 +52,14 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         "image_size": args.size,
         "fps": args.fps,
     }
-    if args.cycles is not None:
-        overrides["cycles"] = tuple(args.cycles)
-    if args.distractors is not None:
-        overrides["distractors"] = tuple(args.distractors)
+    for flag, field, _, _ in RANGE_OPTIONS:
+        value = getattr(args, flag[2:])
+        if value is not None:
+            overrides[field] = tuple(value)
+    if args.shapes is not None:
+        overrides["shapes"] = tuple(args.shapes)
+    if args.colours is not None:
+        overrides["colours"] = tuple(args.colours)
     if args.max_duration is not None:
         overrides["max_duration_s"] = args.max_duration
     try:
@@ -124,12 +141,10 @@ def add_data_parser(subparsers: Any) -> None:
         choices=("collision", "visual"),
         help="draw the arm with its light collision meshes (fast) or its detailed visual ones",
     )
-    sim.add_argument(
-        "--cycles", type=int, nargs=2, metavar=("MIN", "MAX"), help="pick-and-place cycles"
-    )
-    sim.add_argument(
-        "--distractors", type=int, nargs=2, metavar=("MIN", "MAX"), help="extra objects (0-3)"
-    )
+    for flag, _, text, kind in RANGE_OPTIONS:
+        sim.add_argument(flag, type=kind, nargs=2, metavar=("MIN", "MAX"), help=text)
+    sim.add_argument("--shapes", nargs="+", metavar="SHAPE", help="object shapes to draw from")
+    sim.add_argument("--colours", nargs="+", metavar="COLOUR", help="object colours to draw from")
     sim.add_argument("--max-duration", type=float, help="cut each episode at this sim time (s)")
     sim.add_argument("--overwrite", action="store_true", help="replace existing episode folders")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")

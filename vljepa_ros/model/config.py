@@ -24,6 +24,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 ROPE_TYPES = ("default", "llama3")
+STEMS = ("patch", "conv")
 
 
 class ConfigError(ValueError):
@@ -57,6 +58,9 @@ class XEncoderConfig:
     qkv_bias: bool = True
     attn_implementation: str = "sdpa"
     frozen: bool = True
+    # "patch": V-JEPA 2's linear tubelet embedding (what public checkpoints hold); "conv": a
+    # convolutional stem (see x_encoder.ConvStem), for encoders trained from scratch.
+    stem: str = "patch"
     resize_scale: float = 1.0  # shortest edge -> crop_size * resize_scale before centre crop
     image_mean: tuple[float, ...] = IMAGENET_MEAN
     image_std: tuple[float, ...] = IMAGENET_STD
@@ -90,6 +94,13 @@ class XEncoderConfig:
             f"got {self.attn_implementation!r}",
         )
         _require(self.resize_scale >= 1.0, "XEncoderConfig.resize_scale must be >= 1.0")
+        _require(
+            self.stem in STEMS, f"XEncoderConfig.stem must be one of {STEMS}, got {self.stem!r}"
+        )
+        _require(
+            self.stem != "conv" or (self.patch_size & (self.patch_size - 1) == 0),
+            f"XEncoderConfig: a conv stem needs a power-of-two patch_size, got {self.patch_size}",
+        )
         _require(
             len(self.image_mean) == 3 and len(self.image_std) == 3,
             "XEncoderConfig.image_mean and image_std must have 3 values (RGB)",

@@ -40,6 +40,45 @@ def hf_config(cfg: XEncoderConfig) -> VJEPA2Config:
     return config
 
 
+class ConvStem(nn.Module):
+    """Convolutional tubelet embedding: a drop-in for V-JEPA 2's `patch_embeddings`.
+
+    The frames of a tubelet are stacked as channels (so the first layer sees motion between
+    them), then log2(patch_size) stride-2 3x3 convolutions with batch norm and ReLU double the
+    channels up to `hidden_size`, and a 1x1 `proj` gives the token. Early convolutions make a
+    ViT trained from scratch converge much faster than a linear patch embedding (Xiao et al.,
+    "Early Convolutions Help Transformers See Better", 2021); the token grid, count and order
+    are the same as the patch embedding's, so the transformer above is unchanged.
+    """
+
+    def __init__(self, cfg: XEncoderConfig) -> None:
+        super().__init__()
+        self.tubelet_size = cfg.tubelet_size
+        self.patch_size = cfg.patch_size
+        stages = cfg.patch_size.bit_length() - 1  # patch_size = 2 ** stages
+        widths = [max(8, cfg.hidden_size >> (stages - 1 - i)) for i in range(stages)]
+        layers: list[nn.Module] = []
+        channels = 3 * cfg.tubelet_size
+        for width in widths:
+            layers += [
+                nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            channels = width
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(channels, cfg.hidden_size, 1)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        # (B, C, T, H, W) -> (B, N, D), tokens ordered (time, row, column) like the patch embed
+        b, c, t, h, w = video.shape
+        k = self.tubelet_size
+        x = video.reshape(b, c, t // k, k, h, w).permute(0, 2, 3, 1, 4, 5)
+        x = self.proj(self.convs(x.reshape(b * (t // k), k * c, h, w)))  # (B T', D, H', W')
+        x = x.reshape(b, t // k, *x.shape[1:]).transpose(1, 2)  # (B, D, T', H', W')
+        return x.flatten(2).transpose(1, 2)
+
+
 class XEncoder(nn.Module):
     """Frames -> visual tokens. Input is already preprocessed (see `preprocess.py`)."""
 
@@ -48,6 +87,9 @@ class XEncoder(nn.Module):
         self.cfg = cfg
         self.encoder = VJEPA2Encoder(hf_config(cfg))
         self._init_weights()
+        if cfg.stem == "conv":
+            # replaces the registered patch embedding: same (B, C, T, H, W) -> (B, N, D)
+            self.encoder.embeddings.add_module("patch_embeddings", ConvStem(cfg))
         if cfg.frozen:
             self.requires_grad_(False)
 
