@@ -161,6 +161,7 @@ MALFORMED_RAW = {
     "empty encoding": _raw(encoding=""),
     "encoding and step mismatch (rgb16 with rgb8 step)": _raw(encoding="rgb16"),
     "odd data length for the rows": _raw(data=b"\x01" * (12 * 3 * 10 - 1)),
+    "packed 4:2:2 with an odd width": _raw(encoding="yuv422", width=11, step=22, data=bytes(220)),
 }
 
 

@@ -91,7 +91,8 @@ def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
     Raises:
         ImageConversionError: unknown encoding, zero or oversized dimensions, a row stride
-            (`step`) shorter than a row, or fewer data bytes than `step * height`.
+            (`step`) shorter than a row, fewer data bytes than `step * height`, or an odd
+            width for a packed 4:2:2 encoding.
     """
     height, width, encoding = int(msg.height), int(msg.width), str(msg.encoding)
     if encoding not in SUPPORTED_ENCODINGS:
@@ -118,6 +119,10 @@ def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     if encoding in _BAYER:
         return cv2.cvtColor(np.ascontiguousarray(rows), _BAYER[encoding])
     if encoding in _YUV422:
+        if width % 2:
+            raise ImageConversionError(
+                f"{encoding} packs two pixels in four bytes: width {width} must be even"
+            )
         packed = np.ascontiguousarray(rows).reshape(height, width, 2)
         return cv2.cvtColor(packed, _YUV422[encoding])
 

@@ -21,6 +21,11 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+try:  # Iron and later
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks  # type: ignore[no-redef]
+
 from vljepa_ros.conversions import ImageConversionError, compressed_to_rgb, image_to_rgb
 from vljepa_ros.msg import EmbeddingInfo, SemanticEmbedding, StateLabel
 from vljepa_ros.nodes.common import (
@@ -47,6 +52,7 @@ class _Stats:
         self.bad = 0
         self.steps = 0
         self.dropped: dict[str, int] = {}
+        self.incompatible = 0  # publishers on the topic with an incompatible QoS or type
         self.latencies_ms: deque[float] = deque(maxlen=500)
         self.frame_times: deque[float] = deque(maxlen=300)
         self.step_times: deque[float] = deque(maxlen=300)
@@ -165,6 +171,7 @@ class PerceptionNode(LifecycleNode):
                     lambda msg, cam=camera: self._on_image(cam, msg),
                     qos,
                     callback_group=self._image_group,
+                    event_callbacks=self._event_callbacks(camera, topic),
                 )
             )
         self._stop.clear()
@@ -250,6 +257,14 @@ class PerceptionNode(LifecycleNode):
                 f"dropped a malformed frame ({stats.bad} so far): {exc}", throttle_duration_sec=5.0
             )
             return
+        except Exception as exc:  # a frame the checks missed must not take the node down
+            stats.bad += 1
+            self.get_logger().error(
+                f"dropped a frame that failed to convert ({stats.bad} bad so far): "
+                f"{type(exc).__name__}: {exc}",
+                throttle_duration_sec=5.0,
+            )
+            return
         outcome = pipeline.offer(
             camera, rgb, stamp_to_ns(msg.header.stamp), self.get_clock().now().nanoseconds
         )
@@ -328,6 +343,24 @@ class PerceptionNode(LifecycleNode):
         stats.steps += 1
         stats.step_times.append(time.monotonic())
         stats.latencies_ms.append(latency_ms)
+
+    def _event_callbacks(self, camera: str, topic: str) -> Any:
+        """Warn about (and count) publishers whose QoS or message type cannot match ours."""
+
+        def incompatible(what: str) -> None:
+            self.stats[camera].incompatible += 1
+            self.get_logger().warn(
+                f"{topic}: a publisher with an incompatible {what} cannot reach this node "
+                f"(expects {'CompressedImage' if self.values['compressed'] else 'Image'}, "
+                f"input_reliability {self.values['input_reliability']}); its frames are not "
+                "received",
+                throttle_duration_sec=5.0,
+            )
+
+        kwargs: dict[str, Any] = {"incompatible_qos": lambda _info: incompatible("QoS")}
+        if "incompatible_type" in SubscriptionEventCallbacks.__init__.__code__.co_varnames:
+            kwargs["incompatible_type"] = lambda _info: incompatible("message type")
+        return SubscriptionEventCallbacks(**kwargs)
 
     def _announce_silence(self, camera: str) -> None:
         """A silent camera's label becomes unknown: one StateLabel says so (no step runs)."""
@@ -428,6 +461,7 @@ class PerceptionNode(LifecycleNode):
                 "duplicate_frames": stats.dropped.get("duplicate", 0),
                 "stream_resets": stats.dropped.get("reset", 0),
                 "steps_skipped_busy": self.busy_skips,
+                "incompatible_publishers": stats.incompatible,
                 "device": str(getattr(self.runtime, "device", self.values["device"])),
                 "model_id": self.model_id,
             }
