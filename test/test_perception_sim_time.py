@@ -1,0 +1,68 @@
+"""perception_node with use_sim_time, in its own process, fed simulated time on /clock.
+
+A module of its own: no other perception node may run beside it (they would answer on the same
+/diagnostics topic with wall-clock stamps).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from ros_support import RosPeer, start_node, stop_node
+
+NS = 1_000_000_000
+
+
+def test_use_sim_time_follows_the_clock_topic(micro_checkpoint: Path) -> None:
+    """With use_sim_time the node's clock is /clock: frames stamped in simulated time (500 s
+    after the epoch, which the wall clock would call decades stale) are stepped, the outputs
+    carry those stamps, and the diagnostics are stamped in simulated time too."""
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import Image
+
+    from vljepa_ros.conversions import rgb_to_image
+    from vljepa_ros.msg import SemanticEmbedding
+    from vljepa_ros.nodes.common import qos_reliable, stamp_to_ns
+
+    node = start_node(
+        "perception_node",
+        f"checkpoint:={micro_checkpoint}",
+        "input_reliability:=reliable",
+        "use_sim_time:=true",
+    )
+    peer = RosPeer("test_sim_clock")
+    try:
+        clock = peer.node.create_publisher(Clock, "/clock", 10)
+        camera = peer.node.create_publisher(Image, "/image", qos_reliable(10))
+        peer.keep("embedding", SemanticEmbedding, "/vljepa/embedding", qos_reliable(100))
+        peer.keep("diag", DiagnosticArray, "/diagnostics", 10)
+        peer.wait_for(lambda: camera.get_subscription_count() > 0, 60.0, "perception node")
+        raw = rgb_to_image(np.zeros((48, 64, 3), dtype=np.uint8))
+        sim_ns, sent = 500 * NS, []
+        deadline = time.monotonic() + 40
+        # the node's timers run on simulated time too, so the clock keeps going until both came
+        while time.monotonic() < deadline and (
+            len(peer.snapshot("embedding")) < 5 or not peer.snapshot("diag")
+        ):
+            sim_ns += NS // 10
+            stamp = Time(sec=sim_ns // NS, nanosec=sim_ns % NS)
+            clock.publish(Clock(clock=stamp))
+            msg = Image(height=raw.height, width=raw.width, encoding=raw.encoding,
+                        step=raw.step, data=raw.data)  # fmt: skip
+            msg.header.stamp = stamp
+            camera.publish(msg)
+            sent.append(sim_ns)
+            time.sleep(0.1)
+        got = peer.snapshot("embedding")
+        assert len(got) >= 5, "no steps on simulated-time frames"
+        assert {stamp_to_ns(m.header.stamp) for m in got} <= set(sent)
+        assert peer.snapshot("diag"), "no diagnostics"
+        diag_ns = stamp_to_ns(peer.snapshot("diag")[-1].header.stamp)
+        assert 500 * NS < diag_ns <= sim_ns
+    finally:
+        peer.close()
+        stop_node(node)
