@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 from ros_support import RosPeer, spawn, start_node, stop_node
@@ -59,16 +58,15 @@ class Camera(RosPeer):
 
     def good(self, stamp_ns: int, shade: int = 128) -> Any:
         """A valid frame stamped `stamp_ns`."""
-        from vljepa_ros.nodes.common import ns_to_stamp
+        from vljepa_ros.conversions import rgb_to_compressed
+        from vljepa_ros.nodes.common import image_message, ns_to_stamp
 
         rgb = np.full((48, 64, 3), shade, dtype=np.uint8)
         rgb[:, : 8 + shade % 40] = 255 - shade
-        if self.compressed:
-            ok, data = cv2.imencode(".jpg", rgb[..., ::-1])
-            assert ok
-            msg = self.type(format="jpeg", data=data.tobytes())
-        else:
-            msg = self.type(height=48, width=64, encoding="rgb8", step=192, data=rgb.tobytes())
+        if not self.compressed:
+            return image_message(rgb, ns_to_stamp(stamp_ns), "test_camera_optical_frame")
+        fmt, data = rgb_to_compressed(rgb, "jpeg")
+        msg = self.type(format=fmt, data=data)
         msg.header.stamp = ns_to_stamp(stamp_ns)
         msg.header.frame_id = "test_camera_optical_frame"
         return msg
@@ -151,8 +149,10 @@ def _png_claiming(width: int, height: int) -> bytes:
 def compressed_bad_frames() -> dict[str, dict[str, Any]]:
     """Malformed sensor_msgs/CompressedImage fields, by name; each counts as one bad frame."""
     rgb = np.zeros((48, 64, 3), dtype=np.uint8)
-    jpeg = cv2.imencode(".jpg", rgb)[1].tobytes()
-    png = cv2.imencode(".png", rgb)[1].tobytes()
+    from vljepa_ros.conversions import rgb_to_compressed
+
+    jpeg = rgb_to_compressed(rgb, "jpeg")[1]
+    png = rgb_to_compressed(rgb, "png")[1]
     return {
         "empty data": {"format": "jpeg", "data": b""},
         "corrupt JPEG (header then noise)": {
@@ -232,7 +232,19 @@ def _good_frames_still_step(camera: Camera, steps_before: int) -> None:
     assert stamp_to_ns(camera.snapshot("embedding")[-1].header.stamp) in stamps
 
 
-def _wait_counts(camera: Camera, expected: dict[str, int], at_least: dict[str, int]) -> None:
+def _survived(
+    node: subprocess.Popen[str],
+    camera: Camera,
+    steps_before: int,
+    memory_before: float,
+    expected: dict[str, int],
+    at_least: dict[str, int],
+) -> None:
+    """After a battery: the node is alive, good frames still step, the diagnostics count
+    `expected` exactly and at least `at_least`, and resident memory is back within bounds."""
+    assert node.poll() is None, "the node died"
+    _good_frames_still_step(camera, steps_before)
+
     def reached() -> bool:
         now = camera.counters()
         return all(now.get(k, 0) >= v for k, v in {**expected, **at_least}.items())
@@ -240,11 +252,15 @@ def _wait_counts(camera: Camera, expected: dict[str, int], at_least: dict[str, i
     camera.wait_for(reached, 10.0, f"diagnostics to count {expected} and {at_least}")
     now = camera.counters()
     assert {k: now[k] for k in expected} == expected
+    memory_after = rss_mb(node.pid)
+    assert memory_after < memory_before + MEMORY_SLACK_MB, (memory_before, memory_after)
 
 
 def test_raw_image_battery(raw: tuple[subprocess.Popen[str], Camera]) -> None:
     """Malformed images, bad stamps, a wrong message type and a 1,000-frame burst."""
     from sensor_msgs.msg import Image
+
+    from vljepa_ros.nodes.common import image_message, ns_to_stamp
 
     node, camera = raw
     base, steps = _warm_up(camera)
@@ -253,8 +269,8 @@ def test_raw_image_battery(raw: tuple[subprocess.Popen[str], Camera]) -> None:
     for fields in bad.values():
         camera.publish(Image(**fields), camera.now_ns())
     # an all-zero frame is valid input: stepped, not counted as bad
-    camera.publish(Image(height=48, width=64, encoding="rgb8", step=192, data=bytes(9216)),
-                   camera.now_ns())  # fmt: skip
+    zeros = np.zeros((48, 64, 3), dtype=np.uint8)
+    camera.publish(image_message(zeros, ns_to_stamp(camera.now_ns()), "test_camera_optical_frame"))
     now = camera.now_ns()
     camera.publish(camera.good(now + 10 * NS))  # stamp in the future (clock mismatch)
     camera.publish(camera.good(0))  # zero stamp
@@ -284,10 +300,11 @@ def test_raw_image_battery(raw: tuple[subprocess.Popen[str], Camera]) -> None:
     best_effort.publish(camera.good(camera.now_ns()))
     camera.wait_for(lambda: camera.counters().get("incompatible_publishers", 0) >= 1, 10.0,
                     "the QoS mismatch to be reported")  # fmt: skip
-    assert node.poll() is None, "the node died"
-    _good_frames_still_step(camera, steps)
-    _wait_counts(
+    _survived(
+        node,
         camera,
+        steps,
+        memory_before,
         expected={
             "bad_frames": base["bad_frames"] + len(bad),
             "future_frames": base["future_frames"] + 1,
@@ -299,8 +316,6 @@ def test_raw_image_battery(raw: tuple[subprocess.Popen[str], Camera]) -> None:
             "frames_received": base["frames_received"] + len(bad) + 7 + 20,
         },
     )
-    memory_after = rss_mb(node.pid)
-    assert memory_after < memory_before + MEMORY_SLACK_MB, (memory_before, memory_after)
 
 
 def test_compressed_image_battery(compressed: tuple[subprocess.Popen[str], Camera]) -> None:
@@ -313,8 +328,5 @@ def test_compressed_image_battery(compressed: tuple[subprocess.Popen[str], Camer
     bad = compressed_bad_frames()
     for fields in bad.values():
         camera.publish(CompressedImage(**fields), camera.now_ns())
-    assert node.poll() is None, "the node died"
-    _good_frames_still_step(camera, steps)
-    _wait_counts(camera, expected={"bad_frames": base["bad_frames"] + len(bad)}, at_least={})
-    memory_after = rss_mb(node.pid)
-    assert memory_after < memory_before + MEMORY_SLACK_MB, (memory_before, memory_after)
+    expected = {"bad_frames": base["bad_frames"] + len(bad)}
+    _survived(node, camera, steps, memory_before, expected, at_least={})

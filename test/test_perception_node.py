@@ -41,27 +41,14 @@ class Peer(RosPeer):
 
     def send_frames(self, count: int, hz: float = 15.0) -> list[int]:
         """Publish `count` good rgb8 frames stamped now; return their stamps."""
-        from sensor_msgs.msg import Image
-
-        from vljepa_ros.conversions import rgb_to_image
-        from vljepa_ros.nodes.common import ns_to_stamp
+        from vljepa_ros.nodes.common import image_message, ns_to_stamp
 
         stamps = []
-        rng = np.random.default_rng(len(stamps))
+        rng = np.random.default_rng(0)
         for _ in range(count):
-            raw = rgb_to_image(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+            rgb = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
             stamp = self.node.get_clock().now().nanoseconds
-            msg = Image(
-                height=raw.height,
-                width=raw.width,
-                encoding=raw.encoding,
-                is_bigendian=raw.is_bigendian,
-                step=raw.step,
-                data=raw.data,
-            )
-            msg.header.stamp = ns_to_stamp(stamp)
-            msg.header.frame_id = "test_camera_optical_frame"
-            self.camera.publish(msg)
+            self.camera.publish(image_message(rgb, ns_to_stamp(stamp), "test_camera_optical_frame"))
             stamps.append(stamp)
             time.sleep(1.0 / hz)
         return stamps
@@ -226,9 +213,8 @@ def test_two_cameras_get_their_own_outputs(micro_checkpoint: Path) -> None:
     """image_topics with two cameras: each camera's steps on vljepa/<name>/... with its frame_id."""
     from sensor_msgs.msg import Image
 
-    from vljepa_ros.conversions import rgb_to_image
     from vljepa_ros.msg import SemanticEmbedding, StateLabel
-    from vljepa_ros.nodes.common import qos_reliable
+    from vljepa_ros.nodes.common import image_message, qos_reliable
 
     node = start_node(
         "perception_node",
@@ -249,17 +235,14 @@ def test_two_cameras_get_their_own_outputs(micro_checkpoint: Path) -> None:
         peer.wait_for(
             lambda: all(p.get_subscription_count() for p in publishers.values()), 60.0, "node"
         )
-        raw = rgb_to_image(np.zeros((48, 64, 3), dtype=np.uint8))
+        rgb = np.zeros((48, 64, 3), dtype=np.uint8)
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline and not all(
             len(peer.snapshot(n)) >= 3 for n in ("left", "right", "left_state", "right_state")
         ):
             for name, publisher in publishers.items():
-                msg = Image(height=raw.height, width=raw.width, encoding=raw.encoding,
-                            step=raw.step, data=raw.data)  # fmt: skip
-                msg.header.stamp = peer.node.get_clock().now().to_msg()
-                msg.header.frame_id = f"{name}_optical_frame"
-                publisher.publish(msg)
+                stamp = peer.node.get_clock().now().to_msg()
+                publisher.publish(image_message(rgb, stamp, f"{name}_optical_frame"))
             time.sleep(0.07)
         for name in ("left", "right"):
             got = peer.snapshot(name)

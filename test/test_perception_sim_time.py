@@ -24,9 +24,8 @@ def test_use_sim_time_follows_the_clock_topic(micro_checkpoint: Path) -> None:
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import Image
 
-    from vljepa_ros.conversions import rgb_to_image
     from vljepa_ros.msg import SemanticEmbedding
-    from vljepa_ros.nodes.common import qos_reliable, stamp_to_ns
+    from vljepa_ros.nodes.common import image_message, qos_reliable, stamp_to_ns
 
     node = start_node(
         "perception_node",
@@ -41,7 +40,7 @@ def test_use_sim_time_follows_the_clock_topic(micro_checkpoint: Path) -> None:
         peer.keep("embedding", SemanticEmbedding, "/vljepa/embedding", qos_reliable(100))
         peer.keep("diag", DiagnosticArray, "/diagnostics", 10)
         peer.wait_for(lambda: camera.get_subscription_count() > 0, 60.0, "perception node")
-        raw = rgb_to_image(np.zeros((48, 64, 3), dtype=np.uint8))
+        rgb = np.zeros((48, 64, 3), dtype=np.uint8)
         sim_ns, sent = 500 * NS, []
         deadline = time.monotonic() + 40
         # the node's timers run on simulated time too, so the clock keeps going until both came
@@ -51,10 +50,7 @@ def test_use_sim_time_follows_the_clock_topic(micro_checkpoint: Path) -> None:
             sim_ns += NS // 10
             stamp = Time(sec=sim_ns // NS, nanosec=sim_ns % NS)
             clock.publish(Clock(clock=stamp))
-            msg = Image(height=raw.height, width=raw.width, encoding=raw.encoding,
-                        step=raw.step, data=raw.data)  # fmt: skip
-            msg.header.stamp = stamp
-            camera.publish(msg)
+            camera.publish(image_message(rgb, stamp, "camera_optical_frame"))
             sent.append(sim_ns)
             time.sleep(0.1)
         got = peer.snapshot("embedding")

@@ -41,6 +41,8 @@ from vljepa_ros.params import PERCEPTION as PARAMS
 from vljepa_ros.params import PIPELINE_PARAMS, pipeline_config
 from vljepa_ros.stream.pipeline import PerceptionPipeline, StepResult
 
+# rclpy reports publishers of another message type from Iron on
+_TYPE_EVENTS = "incompatible_type" in SubscriptionEventCallbacks.__init__.__code__.co_varnames
 SPECS = {p.name: p for p in PARAMS}
 
 
@@ -358,7 +360,7 @@ class PerceptionNode(LifecycleNode):
             )
 
         kwargs: dict[str, Any] = {"incompatible_qos": lambda _info: incompatible("QoS")}
-        if "incompatible_type" in SubscriptionEventCallbacks.__init__.__code__.co_varnames:
+        if _TYPE_EVENTS:
             kwargs["incompatible_type"] = lambda _info: incompatible("message type")
         return SubscriptionEventCallbacks(**kwargs)
 
