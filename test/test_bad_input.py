@@ -1,4 +1,4 @@
-"""The bad-input battery: 27 named kinds of bad input sent over real DDS to a running perception
+"""The bad-input battery: 28 named kinds of bad input sent over real DDS to a running perception
 node (its own process): 12 malformed raw images, 7 malformed compressed images, and an all-zero
 frame, future, zero, stale, duplicate and backwards stamps, a publisher of another message type
 on the camera topic, a best-effort publisher to the node's reliable subscription (reported and
