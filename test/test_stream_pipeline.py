@@ -134,3 +134,28 @@ def test_frames_are_shrunk_on_arrival(runtime: VLJepaRuntime) -> None:
     crop = runtime.cfg.x_encoder.crop_size
     assert min(small.shape[:2]) == int(crop * runtime.cfg.x_encoder.resize_scale)
     assert small.shape[1] / small.shape[0] == pytest.approx(640 / 480, rel=0.02)
+
+
+def test_a_step_is_wanted_once_per_step_period_of_capture_time(runtime: VLJepaRuntime) -> None:
+    """At step_hz 5 over frames sampled at 10 Hz (with 3 ms of stamp jitter) every second
+    sampled frame asks for a step; at step_hz 10 every one does; never before a first frame, and
+    never again for the frame just stepped."""
+    pipe = PerceptionPipeline(runtime, PipelineConfig(query="what?", labels=LABELS))
+    assert not pipe.wants_step("camera", 5.0)
+    wanted = []
+    for i, frame in enumerate(_frames(12, seed=10)):
+        stamp = T0 + i * NS // 10 + (3_000_000 if i % 2 else -3_000_000)
+        pipe.offer("camera", frame, stamp, stamp + 5_000_000)
+        wanted.append(pipe.wants_step("camera", 5.0))
+        if wanted[-1]:
+            pipe.step(["camera"])
+            assert not pipe.wants_step("camera", 5.0)
+    assert wanted == [True, False] * 6
+    pipe.step(["camera"])
+    every = []
+    for i, frame in enumerate(_frames(4, seed=11), start=12):
+        stamp = T0 + i * NS // 10 + (3_000_000 if i % 2 else -3_000_000)
+        pipe.offer("camera", frame, stamp, stamp)
+        every.append(pipe.wants_step("camera", 10.0))
+        pipe.step(["camera"])
+    assert every == [True] * 4

@@ -7,6 +7,7 @@ import pytest
 
 from vljepa_ros.data import captions
 from vljepa_ros.train.config import QUERY_KINDS, read_labels
+from vljepa_ros.train.objective import compatible
 from vljepa_ros.train.targets import (
     WHERE_TEMPLATES,
     AnswerMaker,
@@ -70,7 +71,9 @@ def test_holding_answers_follow_the_state(state: str, expected: str) -> None:
 
 
 def test_doing_answers_mix_prompts_and_paraphrases_with_one_key() -> None:
-    """'doing' gives the label prompt or a training paraphrase, all under the same key."""
+    """'doing' gives the label prompt or a training paraphrase: the paraphrases share the key
+    of the state and object, the prompt's key names no object, and all of them are compatible
+    (none is a negative of another)."""
     maker = AnswerMaker(LABELS, prompt_fraction=0.5)
     frame = FrameLabel("grasping", "the robot grasps the red cube", "red", "cube")
     rng = np.random.default_rng(2)
@@ -78,7 +81,11 @@ def test_doing_answers_mix_prompts_and_paraphrases_with_one_key() -> None:
     texts = {t for t, _ in answers}
     assert LABELS["grasping"] in texts
     assert len(texts) > 2
-    assert len({k for _, k in answers}) == 1
+    keys = {k for _, k in answers}
+    assert keys == {("state", "grasping", "red", "cube"), AnswerMaker.prompt_key("grasping")}
+    assert all(compatible(a, b) for a in keys for b in keys)
+    assert not compatible(AnswerMaker.prompt_key("grasping"), AnswerMaker.prompt_key("lifting"))
+    assert not compatible(("state", "grasping", "red", "cube"), ("state", "grasping", "blue", ""))
 
 
 def test_frames_without_annotations_answer_only_what_they_know() -> None:

@@ -111,7 +111,14 @@ PERCEPTION: list[Param] = [
         "Inline labels as 'label: prompt' strings; when set, they replace labels_file.",
     ),
     Param("sample_hz", 10.0, "Frames per second of capture time sampled into a clip.", 0.5, 120.0),
-    Param("step_hz", 10.0, "Steps per second (one embedding per camera per step).", 0.1, 120.0),
+    Param(
+        "step_hz",
+        10.0,
+        "Most steps per second per camera (one embedding each): a step runs when a sampled frame "
+        "arrives 1/step_hz of capture time after the last step's, so at most sample_hz.",
+        0.1,
+        120.0,
+    ),
     Param(
         "max_input_age",
         0.5,

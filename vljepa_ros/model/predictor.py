@@ -213,6 +213,12 @@ class Predictor(nn.Module):
         self.head = nn.Linear(h, out_dim)
         self.rotary = Rotary(cfg.rope, cfg.head_dim)
         init_linear_weights(self)
+        # The input projections keep the unit per-dimension variance of the encoders' normalised
+        # tokens (std 1/sqrt(fan_in)). With Llama's 0.02 the differences between clips shrank to
+        # about 0.1% of the pooled output and a predictor trained from scratch collapsed to one
+        # answer for every clip (docs/training.md, "Pilot runs").
+        for proj in (self.visual_proj, self.query_proj):
+            nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
 
     def forward_tokens(
         self, visual: torch.Tensor, query: torch.Tensor, query_mask: torch.Tensor | None

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -78,14 +78,12 @@ class PerceptionNode(LifecycleNode):
         self._busy = threading.Lock()
         self._worker: threading.Thread | None = None
         self._subs: list[Any] = []
-        self._step_timer: Any = None
         self._silent: set[str] = set()
         self._frame_ids: dict[str, str] = {}
         self._active = False
         self._failure = ""
         self._activated_wall = time.monotonic()
         self._image_group = ReentrantCallbackGroup()
-        self._timer_group = MutuallyExclusiveCallbackGroup()
         self._pubs: dict[str, tuple[Any, Any]] = {}
         self._info_pub: dict[str, Any] = {}
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -181,9 +179,6 @@ class PerceptionNode(LifecycleNode):
             target=self._work_loop, name="vljepa-inference", daemon=True
         )
         self._worker.start()
-        self._step_timer = self.create_timer(
-            1.0 / self.values["step_hz"], self._on_step_timer, callback_group=self._timer_group
-        )
         self._publish_info()
         self._active = True
         self._activated_wall = time.monotonic()
@@ -218,9 +213,6 @@ class PerceptionNode(LifecycleNode):
 
     def _halt(self) -> None:
         """Stop stepping and unsubscribe (deactivate, cleanup, shutdown)."""
-        if self._step_timer is not None:
-            self.destroy_timer(self._step_timer)
-            self._step_timer = None
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs.clear()
@@ -277,8 +269,11 @@ class PerceptionNode(LifecycleNode):
                     f"dropped a frame: {outcome.value}", throttle_duration_sec=5.0
                 )
         self._frame_ids[camera] = msg.header.frame_id
+        if outcome.value == "sampled" and pipeline.wants_step(camera, self.values["step_hz"]):
+            self._request_step()
 
-    def _on_step_timer(self) -> None:
+    def _request_step(self) -> None:
+        """Wake the worker for a step on the newest clips (steps follow sampled frames)."""
         if self._busy.locked():
             self.busy_skips += 1  # a step is still running: skip, never queue
             return
@@ -294,8 +289,10 @@ class PerceptionNode(LifecycleNode):
                 pipeline = self.pipeline
                 if pipeline is None:
                     continue
+                step_hz = self.values["step_hz"]
+                due = [c for c in self.cameras if pipeline.wants_step(c, step_hz)]
                 try:
-                    results = pipeline.step()
+                    results = pipeline.step(due)
                 except Exception as exc:  # keep serving: log and count
                     self.get_logger().error(f"step failed: {exc}", throttle_duration_sec=5.0)
                     continue
@@ -413,11 +410,6 @@ class PerceptionNode(LifecycleNode):
             config = pipeline_config(values, self.runtime.cfg.default_query)
             self.pipeline.reconfigure(config)
         self.values = values
-        if "step_hz" in changes and self._step_timer is not None:
-            self.destroy_timer(self._step_timer)
-            self._step_timer = self.create_timer(
-                1.0 / values["step_hz"], self._on_step_timer, callback_group=self._timer_group
-            )
         if {"query", "labels", "labels_file", "step_hz"} & set(changes):
             self._publish_info()
 

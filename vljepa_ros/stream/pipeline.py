@@ -166,6 +166,24 @@ class PerceptionPipeline:
         cam.last_stepped_ns = None
         cam.last_embedding = None
 
+    def wants_step(self, camera: str, step_hz: float) -> bool:
+        """Whether a step should run now for `camera`: its newest sampled frame is at least one
+        step period (1/step_hz of capture time, less half a sampling interval for stamp
+        jitter) newer than the frame its last step ended on, or it has not stepped yet.
+
+        Stepping when such a frame arrives, instead of on a free-running timer, starts every
+        step on a frame that has just come in: no wait for the next timer tick.
+        """
+        with self._lock:
+            cam = self.cameras[camera]
+            newest = cam.buffer.newest_stamp_ns
+            if newest is None or newest == cam.last_stepped_ns:
+                return False
+            if cam.last_stepped_ns is None:
+                return True
+            slack = 0.5e9 / self.config.sample_hz
+            return newest - cam.last_stepped_ns >= 1e9 / step_hz - slack
+
     def due(self) -> list[str]:
         """Cameras with a frame sampled since their last step."""
         with self._lock:

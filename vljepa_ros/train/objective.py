@@ -8,7 +8,13 @@ the red block", a label prompt and a caption of the same state). Treating those 
 would ask the model to tell apart texts that only differ in wording, which no clip can do, and
 would push the prompt of a state away from the clips of that state. So pairs with the same
 meaning key (`targets.AnswerMaker`) or the same text are removed from each row's negatives; the
-positive of row i stays its own answer.
+positive of row i stays its own answer. Keys may leave fields unspecified (a label prompt names
+no object) and then match any value there (`compatible`).
+
+A batch rarely holds every robot state, so the rows about a state (`doing` and `caption`
+answers) also get every label prompt of another state as a negative (`extra`): each such row is
+a classification among all the prompts as well as a match among the batch's answers, which is
+what the perception node does with the prediction.
 """
 
 from __future__ import annotations
@@ -20,15 +26,35 @@ import torch.nn.functional as F
 from torch import nn
 
 from vljepa_ros.model import VLJepa
+from vljepa_ros.train.targets import Key
 
 
-def same_meaning(keys: Sequence[object], texts: Sequence[str]) -> torch.Tensor:
-    """(N, N) bool: rows i and j have equal meaning keys or equal texts."""
-    key_ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-    text_ids = {t: i for i, t in enumerate(dict.fromkeys(texts))}
-    k = torch.tensor([key_ids[x] for x in keys])
-    t = torch.tensor([text_ids[x] for x in texts])
-    return (k[:, None] == k[None, :]) | (t[:, None] == t[None, :])
+def compatible(a: Key, b: Key) -> bool:
+    """Two meaning keys can describe the same clip: equal length, and every field equal or
+    unspecified ("") in one of them. A label prompt ("state", "reaching", "", "") says nothing
+    about the object, so it is compatible with every reaching answer about any object."""
+    return len(a) == len(b) and all(x == y or x == "" or y == "" for x, y in zip(a, b, strict=True))
+
+
+def same_meaning(
+    keys: Sequence[Key],
+    texts: Sequence[str],
+    other_keys: Sequence[Key] | None = None,
+    other_texts: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """(N, M) bool: row i and candidate j have compatible meaning keys or equal texts.
+
+    Candidates default to the rows themselves (N, N).
+    """
+    other_keys = keys if other_keys is None else other_keys
+    other_texts = texts if other_texts is None else other_texts
+    return torch.tensor(
+        [
+            [compatible(a, b) or s == t for b, t in zip(other_keys, other_texts, strict=True)]
+            for a, s in zip(keys, texts, strict=True)
+        ],
+        dtype=torch.bool,
+    ).reshape(len(keys), len(other_keys))
 
 
 def masked_info_nce(
@@ -36,10 +62,14 @@ def masked_info_nce(
     target: torch.Tensor,
     temperature: torch.Tensor | float,
     same: torch.Tensor | None = None,
+    extra: torch.Tensor | None = None,
+    extra_negative: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE where `same[i, j]` (i != j) removes j from row i's negatives.
 
-    pred, target: (N, D), normalised here; same: (N, N) bool or None. fp32 scalar.
+    pred, target: (N, D), normalised here; same: (N, N) bool or None. `extra` (K, D) are
+    further candidate answers for the clip-to-text direction, a negative of row i where
+    `extra_negative[i, k]` (N, K) bool. fp32 scalar.
     """
     with torch.autocast(device_type=pred.device.type, enabled=False):
         p = F.normalize(pred.float(), dim=-1)
@@ -50,7 +80,12 @@ def masked_info_nce(
             eye = torch.eye(len(p), dtype=torch.bool, device=p.device)
             logits = logits.masked_fill(same.to(p.device) & ~eye, float("-inf"))
         labels = torch.arange(len(p), device=p.device)
-        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        to_text = logits
+        if extra is not None and extra_negative is not None:
+            e = F.normalize(extra.float(), dim=-1)
+            extra_logits = (p @ e.T / temp).masked_fill(~extra_negative.to(p.device), float("-inf"))
+            to_text = torch.cat([logits, extra_logits], dim=1)
+        return 0.5 * (F.cross_entropy(to_text, labels) + F.cross_entropy(logits.T, labels))
 
 
 class ContrastiveStep(nn.Module):
@@ -71,17 +106,29 @@ class ContrastiveStep(nn.Module):
         text_mask: torch.Tensor,
         text_index: torch.Tensor,
         same: torch.Tensor,
+        extra_ids: torch.Tensor | None = None,
+        extra_mask: torch.Tensor | None = None,
+        extra_negative: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # video (B, T, 3, S, S); clip_index (N,) row -> clip
         # query_states (Q, Lq, Hq) and query_mask (Q, Lq) of the distinct queries, query_index (N,)
         # text_ids, text_mask (U, L) of the distinct answers, text_index (N,); same (N, N)
+        # extra_ids, extra_mask (K, L): label prompts, further negatives where extra_negative
         visual = self.model.x_encoder(video)  # (B, V, Hx)
         pred = self.model.predictor(
             visual[clip_index], query_states[query_index], query_mask[query_index]
         )  # (N, D)
         answers = self.model.y_encoder(text_ids, text_mask)  # (U, D)
+        extra = None
+        if extra_ids is not None and extra_mask is not None and extra_negative is not None:
+            extra = self.model.y_encoder(extra_ids, extra_mask)  # (K, D)
         return masked_info_nce(
-            pred, answers[text_index], self.model.loss_fn.temperature, same.to(pred.device)
+            pred,
+            answers[text_index],
+            self.model.loss_fn.temperature,
+            same.to(pred.device),
+            extra,
+            extra_negative,
         )
 
 

@@ -17,7 +17,8 @@ shape noun of `data.captions`). From these, each query kind has its answer:
 
 Every answer also has a *meaning key*: answers with equal keys say the same thing in other
 words (two paraphrases of "grasping the red cube", a prompt and a caption of the same state and
-object), so the contrastive loss does not push them apart (see `objective.masked_info_nce`).
+object), so the contrastive loss does not push them apart (see `objective.masked_info_nce`); a
+label prompt's key leaves the object unspecified, so it matches the state about any object.
 The held-out rewordings of `captions.HELDOUT_PROMPTS` are never produced here.
 """
 
@@ -111,6 +112,11 @@ class AnswerMaker:
     def _state_key(self, frame: FrameLabel) -> Key:
         return ("state", frame.state or "", frame.colour or "", frame.shape or "")
 
+    @staticmethod
+    def prompt_key(state: str) -> Key:
+        """Key of a state's label prompt: it names no object, so it matches any ("" fields)."""
+        return ("state", state, "", "")
+
     def kinds(self, frame: FrameLabel) -> list[str]:
         """The query kinds this frame can answer."""
         out = []
@@ -137,7 +143,7 @@ class AnswerMaker:
             if frame.caption:
                 key = self._state_key(frame) if frame.state else ("text", frame.caption)
                 return frame.caption, key
-            return self.labels[state], self._state_key(frame)
+            return self.labels[state], self.prompt_key(state)
         if kind == "doing":
             use_prompt = rng.random() < self.prompt_fraction
             if not use_prompt and frame.has_object and state in captions.TRAIN_TEMPLATES:
@@ -145,7 +151,7 @@ class AnswerMaker:
                 return text, self._state_key(frame)
             if not use_prompt and frame.caption:
                 return frame.caption, self._state_key(frame)
-            return self.labels[state], self._state_key(frame)
+            return self.labels[state], self.prompt_key(state)
         phrase = self._phrase(frame, rng)
         obj_key = (frame.colour or "", frame.shape or "")
         if kind == "object":

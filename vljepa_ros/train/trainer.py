@@ -448,6 +448,10 @@ def train(
         params = [p for g in optimizer.param_groups for p in g["params"]]
         runner = _wrap(ContrastiveStep(model) if contrastive else DecoderStep(model), ctx, device)
         text_cache: dict[str, torch.Tensor] = {}
+        # Label prompts: further negatives of every row about a state (objective.py).
+        prompt_texts = list(labels.values())
+        prompt_keys = [AnswerMaker.prompt_key(name) for name in labels]
+        prompt_ids, prompt_mask = model.y_encoder.tokenize(prompt_texts)
         bar.set_description(stage_name)
 
         while step < stage_end:
@@ -473,6 +477,10 @@ def train(
                 text_ids, text_mask = model.y_encoder.tokenize(distinct_texts)
                 query_index = [distinct_queries.index(q) for q in query_texts]
                 text_index = [distinct_texts.index(t) for t in batch.texts]
+                about_state = torch.tensor([key[0] == "state" for key in batch.keys])
+                prompt_negative = about_state[:, None] & ~same_meaning(
+                    batch.keys, batch.texts, prompt_keys, prompt_texts
+                )
                 with autocast:
                     loss = runner(
                         video,
@@ -484,6 +492,9 @@ def train(
                         text_mask,
                         torch.tensor(text_index, device=device),
                         same_meaning(batch.keys, batch.texts),
+                        prompt_ids,
+                        prompt_mask,
+                        prompt_negative.to(device),
                     )
                 clips = len(batch.video)
             else:
