@@ -209,6 +209,81 @@ def test_bad_configuration_fails_fast_with_the_reason(kind: str, micro_checkpoin
     assert "Traceback" not in output, output[-2000:]
 
 
+def _broken_copy(micro_checkpoint: Path, where: Path, kind: str) -> list[str]:
+    """Parameters that start the node on a damaged copy of the checkpoint or bad label files;
+    returns them (the reason each must print is in BAD_FILES)."""
+    import json
+    import shutil
+
+    ckpt = where / "ckpt"
+    shutil.copytree(micro_checkpoint, ckpt)
+    params = [f"checkpoint:={ckpt}"]
+    if kind == "checkpoint truncated":
+        weights = ckpt / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif kind == "Y-encoder hash mismatch":
+        identity = json.loads((ckpt / "y_encoder.json").read_text())
+        identity["sha256"] = "0" * 64
+        (ckpt / "y_encoder.json").write_text(json.dumps(identity))
+    elif kind == "empty label list":
+        (where / "labels.yaml").write_text("labels: {}\n")
+        params.append(f"labels_file:={where / 'labels.yaml'}")
+    elif kind == "label file malformed":
+        (where / "labels.yaml").write_text("labels: [idle: {\n")
+        params.append(f"labels_file:={where / 'labels.yaml'}")
+    return params
+
+
+BAD_FILES = {
+    "checkpoint truncated": "model.safetensors",
+    "Y-encoder hash mismatch": "0" * 64,
+    "empty label list": "labels is empty",
+    "label file malformed": "labels.yaml is not valid YAML",
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILES))
+def test_bad_files_fail_fast_naming_the_problem(
+    kind: str, micro_checkpoint: Path, tmp_path: Path
+) -> None:
+    """A damaged checkpoint or label file ends the node with status 2 and a reason that names
+    the file or value at fault, never a bare traceback."""
+    node = start_node("perception_node", *_broken_copy(micro_checkpoint, tmp_path, kind))
+    output, _ = node.communicate(timeout=120)
+    assert node.returncode == 2, output[-2000:]
+    assert BAD_FILES[kind] in output, output[-2000:]
+    assert "Traceback" not in output, output[-2000:]
+
+
+def test_a_pickle_beside_the_weights_is_never_run(micro_checkpoint: Path, tmp_path: Path) -> None:
+    """A checkpoint folder holding an extra pickle (one that would create a file when
+    unpickled) loads from its safetensors, and the pickle's payload never runs."""
+    import pickle
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(micro_checkpoint, ckpt)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return (open, (str(marker), "w"))
+
+    for name in ("pytorch_model.bin", "model.pkl", "optimizer.pt"):
+        (ckpt / name).write_bytes(pickle.dumps(Payload()))
+    node = start_node("perception_node", f"checkpoint:={ckpt}", "input_reliability:=reliable")
+    peer = Peer()
+    try:
+        peer.wait_for(lambda: bool(peer.snapshot("info")), 60.0, "EmbeddingInfo (node start)")
+        peer.send_frames(12)
+        peer.wait_for(lambda: bool(peer.snapshot("state")), 10.0, "a state label")
+    finally:
+        peer.close()
+        output = stop_node(node)
+    assert "Traceback" not in output, output[-2000:]
+    assert not marker.exists()
+
+
 def test_two_cameras_get_their_own_outputs(micro_checkpoint: Path) -> None:
     """image_topics with two cameras: each camera's steps on vljepa/<name>/... with its frame_id."""
     from sensor_msgs.msg import Image
