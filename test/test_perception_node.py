@@ -165,9 +165,12 @@ def test_accepted_change_applies_without_restart(running: tuple) -> None:
 
 
 def test_silent_camera_reports_error_and_unknown(running: tuple) -> None:
-    """After camera_timeout without frames: a diagnostics ERROR and the label "unknown"."""
+    """After camera_timeout without frames: a diagnostics ERROR and the label "unknown"; when
+    the camera resumes, steps follow its new frames and the diagnostics error clears."""
     _, peer = running
     from diagnostic_msgs.msg import DiagnosticStatus
+
+    from vljepa_ros.nodes.common import stamp_to_ns
 
     peer.send_frames(5)
     time.sleep(0.5)
@@ -177,6 +180,14 @@ def test_silent_camera_reports_error_and_unknown(running: tuple) -> None:
     peer.wait_for(lambda: peer.snapshot("state")[-1].label == "unknown", 3.0, "unknown label")
     assert peer.diagnostic_values()["_level"] == DiagnosticStatus.ERROR
     assert peer.snapshot("state")[-1].changed
+    # the camera resumes: steps again, and the diagnostics error clears
+    stepped = len(peer.snapshot("embedding"))
+    resumed = peer.send_frames(20)
+    peer.wait_for(lambda: len(peer.snapshot("embedding")) > stepped + 2, 10.0, "steps again")
+    peer.wait_for(
+        lambda: peer.diagnostic_values()["_level"] != DiagnosticStatus.ERROR, 6.0, "no ERROR"
+    )
+    assert stamp_to_ns(peer.snapshot("embedding")[-1].header.stamp) in resumed
 
 
 BAD_CONFIGURATION = {

@@ -18,7 +18,8 @@ NS = 1_000_000_000
 def test_use_sim_time_follows_the_clock_topic(micro_checkpoint: Path) -> None:
     """With use_sim_time the node's clock is /clock: frames stamped in simulated time (500 s
     after the epoch, which the wall clock would call decades stale) are stepped, the outputs
-    carry those stamps, and the diagnostics are stamped in simulated time too."""
+    carry those stamps, and the diagnostics are stamped in simulated time too. When the clock
+    jumps back (a bag loop), the node starts its clips over and steps the new frames."""
     from builtin_interfaces.msg import Time
     from diagnostic_msgs.msg import DiagnosticArray
     from rosgraph_msgs.msg import Clock
@@ -59,6 +60,23 @@ def test_use_sim_time_follows_the_clock_topic(micro_checkpoint: Path) -> None:
         assert peer.snapshot("diag"), "no diagnostics"
         diag_ns = stamp_to_ns(peer.snapshot("diag")[-1].header.stamp)
         assert 500 * NS < diag_ns <= sim_ns
+        # the bag loops: simulated time jumps back to 100 s; steps follow the new frames
+        loop_ns, looped = 100 * NS, []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not {
+            stamp_to_ns(m.header.stamp) for m in peer.snapshot("embedding")
+        } & set(looped[1:]):
+            loop_ns += NS // 10
+            stamp = Time(sec=loop_ns // NS, nanosec=loop_ns % NS)
+            clock.publish(Clock(clock=stamp))
+            camera.publish(image_message(rgb, stamp, "camera_optical_frame"))
+            looped.append(loop_ns)
+            time.sleep(0.1)
+        embeddings = peer.snapshot("embedding")
+        after_loop = [m for m in embeddings if stamp_to_ns(m.header.stamp) < sent[0]]
+        assert after_loop, "no steps after the clock jumped back"
+        assert after_loop[0].seq > got[-1].seq  # one run: seq keeps counting
+        assert node.poll() is None
     finally:
         peer.close()
         stop_node(node)
