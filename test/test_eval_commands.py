@@ -83,7 +83,9 @@ def test_eval_writes_the_report(micro_checkpoint: Path, bags: Path, tmp_path: Pa
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"]["episodes"] == ["episode_00000", "episode_00001"]
     assert metrics["retrieval"]["clips"] == 6
-    assert "## Selective decoding" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "## Selective decoding" in text
+    assert "| method | setting | decodes/min | decoder CPU s/min | decoder wall s/min |" in text
     printed = capsys.readouterr().out
     assert "stabilised accuracy" in printed
     assert f"report: {out / 'report.md'}" in printed

@@ -162,6 +162,11 @@ def test_evaluate_reports_numbers_in_range(runtime, bags: list[Path]) -> None:
     selective_points = report["selective"]["points"]
     assert len(selective_points) == len(TINY_SWEEP.methods())
     assert all(p["decodes"] > 0 for p in selective_points)
+    cost = report["selective"]["cost"]  # the reference first, then each family's match
+    assert cost[0]["family"] == selective.UNIFORM
+    assert cost[0]["parameter"] == TINY_SWEEP.reference_hz
+    assert all(c["decodes_per_minute"] > 0 and c["wall_s_per_minute"] > 0 for c in cost)
+    assert report["selective"]["stream_minutes"] > 0
     assert all(isinstance(t["met"], bool) for t in report["targets"])
     assert len(result.runs) == 2
     assert result.label_matrix.shape == (7, 384)

@@ -609,6 +609,12 @@ def evaluate(
             streams, decode, config.selective, lambda m: say(f"selective decoding: {m}")
         )
         report["selective"] = selective_dict(result)
+        say("timing the decoder at matched quality")
+        methods = selective.matched_methods(result, config.selective)
+        report["selective"]["cost"] = [
+            asdict(c) for c in selective.decoding_cost(streams, decode, methods)
+        ]
+        report["selective"]["stream_minutes"] = sum(s.minutes for s in streams)
     else:
         report["selective"] = None
     timing["decode_s"] = time.perf_counter() - start

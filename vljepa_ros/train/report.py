@@ -435,6 +435,23 @@ def markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> str:
             ],
             rows,
         )
+        if sel.get("cost"):
+            lines += [
+                "",
+                f"Decoder cost at matched quality over {sel['stream_minutes']:.1f} min of stream: "
+                "every span decoded one call at a time with the real Y-decoder, as the decoder "
+                "node does; the reference and, per method, its cheapest setting reaching the "
+                "reference's CIDEr-D. CPU is the process's CPU time in the decoder.",
+                "",
+            ]
+            lines += _table(
+                ["method", "setting", "decodes/min", "decoder CPU s/min", "decoder wall s/min"],
+                [
+                    [c["family"], f"{c['parameter']:g}", _num(c["decodes_per_minute"], 1),
+                     _num(c["cpu_s_per_minute"], 2), _num(c["wall_s_per_minute"], 2)]
+                    for c in sel["cost"]
+                ],
+            )  # fmt: skip
         if "selective" in images:
             lines += ["", f"![selective decoding]({images['selective']})"]
         lines += ["", "<details><summary>every sweep point</summary>", ""]
