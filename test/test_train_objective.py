@@ -71,3 +71,16 @@ def test_contrastive_step_runs_one_encoding_per_clip(micro_config) -> None:
     grads = [p.grad for p in model.predictor.parameters()]
     assert all(g is not None for g in grads)
     assert any(p.grad is not None for p in model.x_encoder.parameters())
+
+
+def test_label_prompts_are_extra_negatives_only_where_allowed() -> None:
+    """Extra candidates change the clip-to-text side only where extra_negative allows them: with
+    none allowed the loss is unchanged; a prompt that the prediction is close to raises it."""
+    pred = F.normalize(torch.tensor([[1.0, 0.1], [0.0, 1.0]]), dim=-1)
+    target = pred.clone()
+    prompts = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # close to row 0's and row 1's answers
+    base = float(masked_info_nce(pred, target, 0.1))
+    none_allowed = torch.zeros(2, 2, dtype=torch.bool)
+    assert float(masked_info_nce(pred, target, 0.1, None, prompts, none_allowed)) == base
+    row0_against_prompt0 = torch.tensor([[True, False], [False, False]])
+    assert float(masked_info_nce(pred, target, 0.1, None, prompts, row0_against_prompt0)) > base
