@@ -184,12 +184,8 @@ class PerceptionPipeline:
             slack = 0.5e9 / self.config.sample_hz
             return newest - cam.last_stepped_ns >= 1e9 / step_hz - slack
 
-    def due(self) -> list[str]:
-        """Cameras with a frame sampled since their last step."""
-        with self._lock:
-            return self._due()
-
     def _due(self) -> list[str]:
+        # cameras with a frame sampled since their last step
         return [
             name
             for name, cam in self.cameras.items()
