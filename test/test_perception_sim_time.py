@@ -42,6 +42,14 @@ def test_use_sim_time_follows_the_clock_topic(micro_checkpoint: Path) -> None:
         peer.keep("diag", DiagnosticArray, "/diagnostics", 10)
         peer.wait_for(lambda: camera.get_subscription_count() > 0, 60.0, "perception node")
         rgb = np.zeros((48, 64, 3), dtype=np.uint8)
+
+        def tick(sim_ns: int) -> None:
+            """Simulated time moves to sim_ns, and a frame captured then is sent."""
+            stamp = Time(sec=sim_ns // NS, nanosec=sim_ns % NS)
+            clock.publish(Clock(clock=stamp))
+            camera.publish(image_message(rgb, stamp, "camera_optical_frame"))
+            time.sleep(0.1)
+
         sim_ns, sent = 500 * NS, []
         deadline = time.monotonic() + 40
         # the node's timers run on simulated time too, so the clock keeps going until both came
@@ -49,11 +57,8 @@ def test_use_sim_time_follows_the_clock_topic(micro_checkpoint: Path) -> None:
             len(peer.snapshot("embedding")) < 5 or not peer.snapshot("diag")
         ):
             sim_ns += NS // 10
-            stamp = Time(sec=sim_ns // NS, nanosec=sim_ns % NS)
-            clock.publish(Clock(clock=stamp))
-            camera.publish(image_message(rgb, stamp, "camera_optical_frame"))
+            tick(sim_ns)
             sent.append(sim_ns)
-            time.sleep(0.1)
         got = peer.snapshot("embedding")
         assert len(got) >= 5, "no steps on simulated-time frames"
         assert {stamp_to_ns(m.header.stamp) for m in got} <= set(sent)
@@ -67,11 +72,8 @@ def test_use_sim_time_follows_the_clock_topic(micro_checkpoint: Path) -> None:
             stamp_to_ns(m.header.stamp) for m in peer.snapshot("embedding")
         } & set(looped[1:]):
             loop_ns += NS // 10
-            stamp = Time(sec=loop_ns // NS, nanosec=loop_ns % NS)
-            clock.publish(Clock(clock=stamp))
-            camera.publish(image_message(rgb, stamp, "camera_optical_frame"))
+            tick(loop_ns)
             looped.append(loop_ns)
-            time.sleep(0.1)
         embeddings = peer.snapshot("embedding")
         after_loop = [m for m in embeddings if stamp_to_ns(m.header.stamp) < sent[0]]
         assert after_loop, "no steps after the clock jumped back"

@@ -4,16 +4,15 @@ budget, described by its model card, and producing embeddings and text."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from ros_support import REPO
 
 from vljepa_ros.model import DEFAULT_CHECKPOINT, VLJepaRuntime, shipped_checkpoints
 from vljepa_ros.model.checkpoint import SHIPPED_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 FOLDER = SHIPPED_DIR / DEFAULT_CHECKPOINT
 BUDGET_MB = 50
 
