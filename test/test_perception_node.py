@@ -213,10 +213,16 @@ def test_bad_configuration_fails_fast_with_the_reason(kind: str, micro_checkpoin
     params = (
         [param] if param.startswith("checkpoint") else [f"checkpoint:={micro_checkpoint}", param]
     )
+    _fails_fast_with(params, reason)
+
+
+def _fails_fast_with(params: list[str], reason: str) -> None:
+    """A perception node started with `params` ends with status 2, printing `reason` and no
+    traceback."""
     node = start_node("perception_node", *params)
     output, _ = node.communicate(timeout=120)
     assert node.returncode == 2, output[-2000:]
-    assert reason in output
+    assert reason in output, output[-2000:]
     assert "Traceback" not in output, output[-2000:]
 
 
@@ -259,11 +265,7 @@ def test_bad_files_fail_fast_naming_the_problem(
 ) -> None:
     """A damaged checkpoint or label file ends the node with status 2 and a reason that names
     the file or value at fault, never a bare traceback."""
-    node = start_node("perception_node", *_broken_copy(micro_checkpoint, tmp_path, kind))
-    output, _ = node.communicate(timeout=120)
-    assert node.returncode == 2, output[-2000:]
-    assert BAD_FILES[kind] in output, output[-2000:]
-    assert "Traceback" not in output, output[-2000:]
+    _fails_fast_with(_broken_copy(micro_checkpoint, tmp_path, kind), BAD_FILES[kind])
 
 
 def test_a_pickle_beside_the_weights_is_never_run(micro_checkpoint: Path, tmp_path: Path) -> None:
