@@ -35,3 +35,7 @@ def test_e2e_bench_reports_its_figures(micro_checkpoint: Path, tmp_path: Path) -
     assert figures["seq_not_received"] == 0
     assert figures["bad_frames"] == 0
     assert "latency_p50_ms" in result.stdout
+    # the node's split of its latency: every part measured, the step inside the whole
+    (split,) = figures["node_p50_ms"]
+    assert all(split[key] > 0 for key in ("arrival_delay", "convert", "step", "latency")), split
+    assert split["step"] <= split["latency"], split

@@ -116,6 +116,9 @@ def model_only_latency(checkpoint: str | None, width: int, height: int, steps: i
     return float(np.percentile(times, 50))
 
 
+_SPLIT = ("arrival_delay", "convert", "step", "latency")
+
+
 def run_e2e(
     checkpoint: str | None,
     duration: float,
@@ -242,6 +245,11 @@ def run_e2e(
             "model_only_p50_ms": round(model_p50, 1),
             "overhead_ratio": round(p50 / model_p50, 2),
             "node_input_rate_hz": [float(a.get("input_rate_hz", 0)) for a in after.values()],
+            # the node's own split of its latency over its last 500 frames and steps
+            "node_p50_ms": [
+                {key: float(a.get(f"{key}_p50_ms", "nan")) for key in _SPLIT}
+                for a in after.values()
+            ],
             "frames_received_by_node": drops["frames_received"],
             "stale_frames": drops["stale_frames"],
             "bad_frames": drops["bad_frames"],

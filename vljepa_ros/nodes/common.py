@@ -168,8 +168,15 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run(node_factory: Callable[[list[str]], Node], executor_threads: int = 2) -> int:
+def run(node_factory: Callable[[list[str]], Node]) -> int:
     """Start rclpy, spin the node until Ctrl-C or SIGTERM, and clean up; the exit code.
+
+    The node is spun by a single-threaded executor: every node here does its heavy work (model
+    steps, decoding, simulation) in a thread of its own, so callbacks are short. rclpy's
+    multi-threaded executor re-submits callbacks that wait in its thread pool and spins on them
+    while holding the GIL (ros2/rclpy#1452, fixed upstream by ros2/rclpy#1547 in late 2025, not
+    in the Kilted wheels used here); under a 30 Hz camera on 2 cores that stalled the
+    perception node for seconds at a time (docs/benchmarks.md).
 
     rclpy's own signal handlers are replaced by KeyboardInterrupt, so the context is still
     valid while the node's `close()` (if it has one) runs: a node can publish its last words.
@@ -191,7 +198,7 @@ def run(node_factory: Callable[[list[str]], Node], executor_threads: int = 2) ->
     code = 0
     try:
         node = node_factory(args)
-        executor = rclpy.executors.MultiThreadedExecutor(num_threads=executor_threads)
+        executor = rclpy.executors.SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -56,6 +55,10 @@ class _Stats:
         self.dropped: dict[str, int] = {}
         self.incompatible = 0  # publishers on the topic with an incompatible QoS or type
         self.latencies_ms: deque[float] = deque(maxlen=500)
+        # where the latency goes: capture stamp -> callback, conversion, model step
+        self.arrival_ms: deque[float] = deque(maxlen=500)
+        self.convert_ms: deque[float] = deque(maxlen=500)
+        self.step_ms: deque[float] = deque(maxlen=500)
         self.frame_times: deque[float] = deque(maxlen=300)
         self.step_times: deque[float] = deque(maxlen=300)
         self.last_frame_wall: float | None = None
@@ -83,7 +86,6 @@ class PerceptionNode(LifecycleNode):
         self._active = False
         self._failure = ""
         self._activated_wall = time.monotonic()
-        self._image_group = ReentrantCallbackGroup()
         self._pubs: dict[str, tuple[Any, Any]] = {}
         self._info_pub: dict[str, Any] = {}
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -170,7 +172,6 @@ class PerceptionNode(LifecycleNode):
                     topic,
                     lambda msg, cam=camera: self._on_image(cam, msg),
                     qos,
-                    callback_group=self._image_group,
                     event_callbacks=self._event_callbacks(camera, topic),
                 )
             )
@@ -231,6 +232,9 @@ class PerceptionNode(LifecycleNode):
     def _on_image(self, camera: str, msg: Image | CompressedImage) -> None:
         stats = self.stats[camera]
         stats.frames += 1
+        stats.arrival_ms.append(
+            (self.get_clock().now().nanoseconds - stamp_to_ns(msg.header.stamp)) / 1e6
+        )
         wall = time.monotonic()
         stats.frame_times.append(wall)
         stats.last_frame_wall = wall
@@ -262,6 +266,7 @@ class PerceptionNode(LifecycleNode):
         outcome = pipeline.offer(
             camera, rgb, stamp_to_ns(msg.header.stamp), self.get_clock().now().nanoseconds
         )
+        stats.convert_ms.append((time.monotonic() - wall) * 1000)
         if outcome.value not in ("sampled", "skipped"):
             stats.dropped[outcome.value] = stats.dropped.get(outcome.value, 0) + 1
             if outcome.value != "reset":
@@ -291,11 +296,15 @@ class PerceptionNode(LifecycleNode):
                     continue
                 step_hz = self.values["step_hz"]
                 due = [c for c in self.cameras if pipeline.wants_step(c, step_hz)]
+                start = time.monotonic()
                 try:
                     results = pipeline.step(due)
                 except Exception as exc:  # keep serving: log and count
                     self.get_logger().error(f"step failed: {exc}", throttle_duration_sec=5.0)
                     continue
+                step_ms = (time.monotonic() - start) * 1000
+                for camera in due:
+                    self.stats[camera].step_ms.append(step_ms)
                 for result in results:
                     self._publish_step(result)
 
@@ -441,12 +450,15 @@ class PerceptionNode(LifecycleNode):
             else:
                 status.level = DiagnosticStatus.OK
                 status.message = "running" if active else "inactive"
-            lat = np.asarray(stats.latencies_ms) if stats.latencies_ms else np.zeros(1)
+            lat = _percentiles(stats.latencies_ms)
             values = {
                 "input_rate_hz": _rate(stats.frame_times, now_wall),
                 "step_rate_hz": _rate(stats.step_times, now_wall),
-                "latency_p50_ms": float(np.percentile(lat, 50)),
-                "latency_p99_ms": float(np.percentile(lat, 99)),
+                "latency_p50_ms": lat[0],
+                "latency_p99_ms": lat[1],
+                "arrival_delay_p50_ms": _percentiles(stats.arrival_ms)[0],
+                "convert_p50_ms": _percentiles(stats.convert_ms)[0],
+                "step_p50_ms": _percentiles(stats.step_ms)[0],
                 "frames_received": stats.frames,
                 "steps_published": stats.steps,
                 "bad_frames": stats.bad,
@@ -465,6 +477,14 @@ class PerceptionNode(LifecycleNode):
             ]
             array.status.append(status)
         self._diag_pub.publish(array)
+
+
+def _percentiles(values: deque[float]) -> tuple[float, float]:
+    """p50 and p99 of recent values (0 before the first)."""
+    if not values:
+        return 0.0, 0.0
+    p50, p99 = np.percentile(np.asarray(values), [50, 99])
+    return float(p50), float(p99)
 
 
 def _rate(times: deque[float], now: float, window: float = 5.0) -> float:
