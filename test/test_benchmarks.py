@@ -35,7 +35,7 @@ def test_e2e_bench_reports_its_figures(micro_checkpoint: Path, tmp_path: Path) -
     assert figures["seq_not_received"] == 0
     assert figures["bad_frames"] == 0
     assert "latency_p50_ms" in result.stdout
-    # the node's split of its latency: every part measured, the step inside the whole
+    # the node's split of its latency comes through, and the model-only figure used its threads
     (split,) = figures["node_p50_ms"]
     assert all(split[key] > 0 for key in ("arrival_delay", "convert", "step", "latency")), split
-    assert split["step"] <= split["latency"], split
+    assert figures["torch_threads"] >= 1

@@ -120,6 +120,23 @@ def test_embeddings_and_labels_carry_the_input_stamps(running: tuple) -> None:
             assert label.instant_label in peer.snapshot("info")[-1].labels
 
 
+def test_diagnostics_say_where_the_latency_goes(running: tuple) -> None:
+    """The diagnostics split the step latency: capture-to-callback delay, conversion and model
+    step are measured, and the step is part of the whole; the torch thread count is reported."""
+    _, peer = running
+    from vljepa_ros.params import inference_threads
+
+    count = len(peer.snapshot("embedding"))
+    peer.send_frames(20)
+    peer.wait_for(lambda: len(peer.snapshot("embedding")) > count + 3, 30.0, "new embeddings")
+    time.sleep(1.2)  # the next diagnostics message counts them
+    values = peer.diagnostic_values()
+    split = {k: float(values[f"{k}_p50_ms"]) for k in ("arrival_delay", "convert", "step")}
+    assert all(v > 0 for v in split.values()), split
+    assert split["step"] <= float(values["latency_p50_ms"]), (split, values["latency_p50_ms"])
+    assert int(values["cpu_threads"]) == inference_threads(0)
+
+
 def test_embedding_info_describes_the_stream(running: tuple) -> None:
     """The latched EmbeddingInfo lists the configured labels with unit prompt embeddings."""
     _, peer = running

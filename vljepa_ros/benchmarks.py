@@ -94,9 +94,14 @@ class _Minute:
     rss_mb: float = 0.0
 
 
-def model_only_latency(checkpoint: str | None, width: int, height: int, steps: int = 60) -> float:
-    """p50 ms of embedding one clip (T shrunk frames, preprocessing included), in this process."""
+def model_only_latency(
+    checkpoint: str | None, width: int, height: int, threads: int, steps: int = 60
+) -> float:
+    """p50 ms of embedding one clip (T shrunk frames, preprocessing included), in this process,
+    with as many torch threads as the node uses."""
     import torch
+
+    torch.set_num_threads(threads)
 
     from vljepa_ros.model import VLJepaRuntime
     from vljepa_ros.stream.pipeline import PerceptionPipeline, PipelineConfig
@@ -128,6 +133,7 @@ def run_e2e(
     height: int = 480,
     warmup: float = 10.0,
     minutes: int = 0,
+    cpu_threads: int = 0,
 ) -> dict[str, Any]:
     """Run the three-process benchmark; return its figures."""
     import rclpy
@@ -135,8 +141,10 @@ def run_e2e(
 
     from vljepa_ros.msg import SemanticEmbedding
     from vljepa_ros.nodes.common import qos_reliable, stamp_to_ns
+    from vljepa_ros.params import inference_threads
 
-    model_p50 = model_only_latency(checkpoint, width, height)
+    threads = inference_threads(cpu_threads)
+    model_p50 = model_only_latency(checkpoint, width, height, threads)
     # Fast DDS's default transports lose most 640x480 rgb8 frames (0.9 MB) sent best effort
     # between processes here; its LARGE_DATA builtin transports carry them (README).
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -145,7 +153,7 @@ def run_e2e(
     topics = "[" + ", ".join(f"/bench/cam{i}/image" for i in range(cameras)) + "]"
     names = "[" + ", ".join(f"cam{i}" for i in range(cameras)) + "]"
     perception_cmd = [sys.executable, "-m", "vljepa_ros.nodes.perception_node", "--ros-args",
-                      "-p", f"image_topics:={topics}"]  # fmt: skip
+                      "-p", f"image_topics:={topics}", "-p", f"cpu_threads:={threads}"]  # fmt: skip
     if cameras > 1:
         perception_cmd += ["-p", f"camera_names:={names}"]
     if checkpoint:
@@ -243,6 +251,7 @@ def run_e2e(
             "latency_p99_ms": round(float(np.nanpercentile(node_lat, 99)), 1),
             "receipt_latency_p50_ms": round(float(np.nanpercentile(receipt, 50)), 1),
             "model_only_p50_ms": round(model_p50, 1),
+            "torch_threads": threads,
             "overhead_ratio": round(p50 / model_p50, 2),
             "node_input_rate_hz": [float(a.get("input_rate_hz", 0)) for a in after.values()],
             # the node's own split of its latency over its last 500 frames and steps
@@ -304,7 +313,7 @@ def bench_main(args: Any) -> int:
     results = []
     for count in args.cameras:
         result = run_e2e(args.checkpoint, args.duration, count, args.hz, args.width, args.height,
-                         args.warmup, args.minutes)  # fmt: skip
+                         args.warmup, args.minutes, args.cpu_threads)  # fmt: skip
         print(f"--- {count} camera(s)")
         print_result(result, None)
         results.append(result)

@@ -211,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--width", type=int, default=640)
     e2e.add_argument("--height", type=int, default=480)
     e2e.add_argument("--minutes", type=int, default=0, help="soak: per-minute figures")
+    e2e.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=0,
+        help="torch threads of the node and of the model-only figure (0: all cores but one)",
+    )
     e2e.add_argument("--json", type=Path, default=None, help="also write the figures here")
     e2e.set_defaults(handler=_cmd_bench_e2e)
 

@@ -8,6 +8,7 @@ and build the same typed configurations, so they compute what the nodes compute.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,15 @@ PERCEPTION: list[Param] = [
     ),
     Param(
         "dtype", "fp32", "Inference precision.", choices=("fp32", "bf16", "fp16"), read_only=True
+    ),
+    Param(
+        "cpu_threads",
+        0,
+        "Torch threads for inference on the CPU; 0: all cores but one (the other one receives "
+        "and converts frames).",
+        min=0,
+        max=1024,
+        read_only=True,
     ),
     Param(
         "image_topics",
@@ -325,3 +335,11 @@ def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
                 raise ValueError(f"{path}: {node}.{reason}")
             values[node][name] = float(value) if isinstance(spec.default, float) else value
     return values
+
+
+def inference_threads(requested: int) -> int:
+    """Torch threads for CPU inference: `requested`, or for 0 all cores but one (at least 1)."""
+    if requested > 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) - 1)

@@ -37,7 +37,7 @@ from vljepa_ros.nodes.common import (
     stamp_to_ns,
 )
 from vljepa_ros.params import PERCEPTION as PARAMS
-from vljepa_ros.params import PIPELINE_PARAMS, pipeline_config
+from vljepa_ros.params import PIPELINE_PARAMS, inference_threads, pipeline_config
 from vljepa_ros.stream.pipeline import PerceptionPipeline, StepResult
 
 # rclpy reports publishers of another message type from Iron on
@@ -73,6 +73,7 @@ class PerceptionNode(LifecycleNode):
         self.cameras = self._camera_names()
         self.stats = {name: _Stats() for name in self.cameras}
         self.busy_skips = 0
+        self._threads = 0  # torch threads, set by configure
         self.pipeline: PerceptionPipeline | None = None
         self.runtime: Any = None
         self.model_id = ""
@@ -122,11 +123,13 @@ class PerceptionNode(LifecycleNode):
 
         hf_logging.disable_progress_bar()  # weight-loading bars would flood the node's log
 
+        import torch
+
         device = self.values["device"]
         if device == "auto":
-            import torch
-
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._threads = inference_threads(self.values["cpu_threads"])
+        torch.set_num_threads(self._threads)
         checkpoint = self.values["checkpoint"] or None
         try:
             if checkpoint is None:
@@ -154,7 +157,8 @@ class PerceptionNode(LifecycleNode):
                 EmbeddingInfo, self._topic(camera, "embedding_info"), qos_reliable(1, latched=True)
             )
         self.get_logger().info(
-            f"model {self.model_id} on {device} ({self.values['dtype']}), "
+            f"model {self.model_id} on {device} ({self.values['dtype']}, "
+            f"{self._threads} CPU threads), "
             f"{len(config.labels)} labels, query {config.query!r}"
         )
         return TransitionCallbackReturn.SUCCESS
@@ -469,6 +473,7 @@ class PerceptionNode(LifecycleNode):
                 "steps_skipped_busy": self.busy_skips,
                 "incompatible_publishers": stats.incompatible,
                 "device": str(getattr(self.runtime, "device", self.values["device"])),
+                "cpu_threads": self._threads,
                 "model_id": self.model_id,
             }
             status.values = [
