@@ -14,6 +14,7 @@ from vljepa_ros.train.selective import (
     OFFLINE,
     ONLINE,
     ONLINE_SHIFT,
+    ORACLE,
     UNIFORM,
     Method,
     SelectiveConfig,
@@ -104,6 +105,20 @@ def test_online_spans_cut_at_the_scene_change() -> None:
     stream = make_stream("x", [(0, 3.0), (1, 2.0)])
     config = SegmenterConfig(shift_threshold=0.3, label_change=False)
     assert selective.online_spans(stream, config) == [(0, 30), (30, 50)]
+
+
+def test_true_spans_cut_at_the_caption_changes() -> None:
+    """Spans start where the ground-truth caption changes; k true segments per decode merge
+    k consecutive scenes; a perfect decoder then scores every change with one decode each."""
+    stream = make_stream("x", [(0, 2.0), (1, 3.0), (2, 1.0), (3, 2.5)])
+    assert selective.true_spans(stream, 1) == [(0, 20), (20, 50), (50, 60), (60, 85)]
+    assert selective.true_spans(stream, 2) == [(0, 50), (50, 85)]
+    assert selective.true_spans(stream, 9) == [(0, 85)]
+    point, pairs = selective.evaluate_method(Method(ORACLE, 1), [stream], fake_decode)
+    assert point.decodes == len(stream.annotations) == 4
+    assert all(truth == text for truth, text in pairs)
+    with pytest.raises(ValueError, match="per_decode"):
+        selective.true_spans(stream, 0)
 
 
 @pytest.mark.parametrize(("per_minute", "count"), [(60.0, 30), (6.0, 3), (0.1, 1), (1e4, 300)])

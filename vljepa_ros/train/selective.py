@@ -12,6 +12,9 @@ Protocol (paper, section on selective decoding; docs/evaluation.md):
   online segmenter (`OnlineSegmenter`, what the decoder node runs) with its shift threshold
   swept; the paper's offline temporal Ward clustering with N swept (as segments per minute of
   stream, N = rate x episode minutes).
+- For reference, the same protocol on spans cut exactly at the ground-truth caption changes
+  (1 to 4 true segments per decode): what a segmenter that knew the truth would save, so the
+  room any real segmenter has on these episodes.
 - Quality is plotted against decodes per minute. The headline number of a method is how many
   times fewer decodes than 1 Hz uniform decoding it needs to reach the CIDEr-D of 1 Hz uniform
   decoding (the paper: 2.85x for offline clustering on EgoExo4D).
@@ -42,12 +45,14 @@ UNIFORM = "uniform"
 ONLINE = "online"
 ONLINE_SHIFT = "online, shift only"
 OFFLINE = "offline Ward"
-FAMILIES = (UNIFORM, ONLINE, ONLINE_SHIFT, OFFLINE)
+ORACLE = "true caption changes"  # a reference, not a method: it reads the ground truth
+FAMILIES = (UNIFORM, ONLINE, ONLINE_SHIFT, OFFLINE, ORACLE)
 PARAMETER_NAMES = {
     UNIFORM: "Hz",
     ONLINE: "shift threshold",
     ONLINE_SHIFT: "shift threshold",
     OFFLINE: "segments/min",
+    ORACLE: "true segments per decode",
 }
 
 
@@ -141,6 +146,18 @@ def ward_spans(stream: Stream, per_minute: float) -> list[Span]:
     return temporal_ward_segments(stream.embeddings, segments)
 
 
+def true_spans(stream: Stream, per_decode: int) -> list[Span]:
+    """Spans cut exactly where the ground-truth caption changes, `per_decode` consecutive
+    true segments to a span: what a segmenter that knew the truth would decode."""
+    if per_decode < 1:
+        raise ValueError(f"per_decode must be >= 1, got {per_decode}")
+    n = len(stream.stamps_ns)
+    starts = np.searchsorted(stream.stamps_ns, [t for t, _ in stream.annotations])
+    cuts = sorted({0, *(int(i) for i in starts if 0 < i < n)})
+    cuts = [*cuts[::per_decode], n]
+    return list(itertools.pairwise(cuts))
+
+
 def pooled(embeddings: np.ndarray, span: Span) -> np.ndarray:
     """Average-pooled, L2-normalised embedding (D,) of steps [start, end)."""
     mean = np.asarray(embeddings[span[0] : span[1]], dtype=np.float64).mean(axis=0)
@@ -169,6 +186,8 @@ class Method:
             return online_spans(stream, config)
         if self.family == OFFLINE:
             return ward_spans(stream, self.parameter)
+        if self.family == ORACLE:
+            return true_spans(stream, round(self.parameter))
         raise ValueError(f"unknown method family '{self.family}' (one of {', '.join(FAMILIES)})")
 
     @property
@@ -197,6 +216,8 @@ class SelectiveConfig:
         0.8,
     )
     ward_per_minute: tuple[float, ...] = (120.0, 90.0, 60.0, 42.0, 30.0, 21.0, 15.0, 9.0, 6.0, 3.0)
+    # the reference curve of a segmenter that cuts exactly at the true caption changes
+    true_per_decode: tuple[int, ...] = (1, 2, 3, 4)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     shift_only: bool = True  # also sweep the online segmenter without its label_change trigger
     batch: int = 64  # embeddings per decoder call while sweeping
@@ -206,7 +227,7 @@ class SelectiveConfig:
             raise ValueError(
                 f"reference_hz {self.reference_hz} must be one of uniform_hz {self.uniform_hz}"
             )
-        for name in ("uniform_hz", "thresholds", "ward_per_minute"):
+        for name in ("uniform_hz", "thresholds", "ward_per_minute", "true_per_decode"):
             values = getattr(self, name)
             if not values or min(values) <= 0:
                 raise ValueError(f"SelectiveConfig.{name} must be non-empty and positive")
@@ -220,6 +241,7 @@ class SelectiveConfig:
         for family in families:
             out += [Method(family, t, self.segmenter) for t in self.thresholds]
         out += [Method(OFFLINE, n) for n in self.ward_per_minute]
+        out += [Method(ORACLE, k) for k in self.true_per_decode]
         return out
 
 
@@ -227,6 +249,7 @@ QUICK = SelectiveConfig(
     uniform_hz=(2.0, 1.0, 0.5, 0.25, 0.1, 0.05),
     thresholds=(0.03, 0.07, 0.15, 0.3, 0.6),
     ward_per_minute=(120.0, 60.0, 30.0, 15.0, 6.0),
+    true_per_decode=(1, 2),
 )
 
 
@@ -447,9 +470,10 @@ def decoding_cost(
 
 
 def matched_methods(result: SelectiveResult, config: SelectiveConfig) -> list[Method]:
-    """The reference method and, per family, the cheapest swept method reaching its quality."""
+    """The reference method and, per family that a node can run (not the ground-truth
+    reference), the cheapest swept method reaching its quality."""
     out = [Method(UNIFORM, config.reference_hz)]
     for family, red in result.reductions.items():
-        if red.operating_point is not None and family != UNIFORM:
+        if red.operating_point is not None and family not in (UNIFORM, ORACLE):
             out.append(Method(family, red.operating_point, config.segmenter))
     return out
