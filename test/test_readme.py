@@ -34,7 +34,7 @@ def test_every_vljepa_command_in_the_readme_exists() -> None:
     """`vljepa <command>` mentioned in the README is a subcommand of the CLI."""
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    mentioned = set(re.findall(r"vljepa (\w+)", README)) - {"demo/", "for"}
+    mentioned = set(re.findall(r"vljepa ([\w-]+)", README)) - {"demo/", "for"}
     mentioned = {m for m in mentioned if m.islower() and m not in {"ros", "is"}}
     missing = sorted(m for m in mentioned if m not in commands)
     assert not missing, missing

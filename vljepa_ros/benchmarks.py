@@ -199,12 +199,23 @@ def run_e2e(
     proc = _Proc(perception.pid)
     result: dict[str, Any] = {}
     try:
-        # wait for the first embeddings, then warm up, then measure
+        # wait until every camera's frames reach the node, then warm up, then measure
         deadline = time.monotonic() + 180
-        while not diagnostics and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             if perception.poll() is not None:
                 raise RuntimeError(f"perception_node exited with status {perception.returncode}")
+            if camera.poll() is not None:
+                raise RuntimeError(f"the camera process exited with status {camera.returncode}")
+            with lock:
+                received = [int(d.get("frames_received", 0)) for d in diagnostics.values()]
+            if len(received) == cameras and min(received) > 0:
+                break
             time.sleep(0.5)
+        else:
+            raise RuntimeError(
+                f"no frames of some of the {cameras} camera(s) reached perception_node in 180 s "
+                f"(frames per camera: {received}); the DDS transport did not connect"
+            )
         time.sleep(warmup)
         with lock:
             before = {k: dict(v) for k, v in diagnostics.items()}
@@ -234,7 +245,7 @@ def run_e2e(
         for key in counters:
             drops[key] = sum(int(a.get(key, 0)) - int(before.get(n, {}).get(key, 0))
                              for n, a in after.items())  # fmt: skip
-        busy = max((int(a.get("steps_skipped_busy", 0)) for a in after.values()), default=0)
+        busy = max((int(a.get("steps_deferred_busy", 0)) for a in after.values()), default=0)
         seq_gaps = 0
         for rs in recs.values():
             seqs = [r[0] for r in rs]
@@ -262,7 +273,7 @@ def run_e2e(
             "frames_received_by_node": drops["frames_received"],
             "stale_frames": drops["stale_frames"],
             "bad_frames": drops["bad_frames"],
-            "steps_skipped_busy": busy,
+            "steps_deferred_busy": busy,
             "seq_not_received": seq_gaps,
             "perception_cpu_percent": round(100 * (cpu1 - cpu0) / elapsed, 1),
             "perception_rss_mb": round(rss, 1),

@@ -86,6 +86,104 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune_tracker(args: argparse.Namespace) -> int:
+    """Replay annotated bags, grid-search the state tracker, write the best as a parameter
+    file; 2 on bad input."""
+    import torch
+
+    from vljepa_ros.data.bag import read_episode
+    from vljepa_ros.model import ModelError, VLJepaRuntime
+    from vljepa_ros.train import evaluate, tune
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"[tune {time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
+
+    try:
+        labels = evaluate.load_labels(args.labels)
+        bags = evaluate.find_bags(args.data)[: args.episodes]
+        config = evaluate.EvalConfig(
+            labels=labels, query=args.query, step_hz=args.step_hz, sample_hz=args.sample_hz
+        )
+        runtime = (
+            VLJepaRuntime.load(args.checkpoint, device=args.device)
+            if args.checkpoint
+            else VLJepaRuntime.load(device=args.device)
+        )
+        streams = []
+        for i, path in enumerate(bags):
+            say(f"replaying {path.name} ({i + 1}/{len(bags)})")
+            episode = read_episode(path, size=args.frame_size)
+            streams.append(evaluate.labelled_stream(runtime, episode, config, path.name))
+        matrix = runtime.encode_texts(list(labels.values())).numpy()
+        grid = tune.TrackerGrid()
+        say(f"{len(grid.configs(config.tracker))} tracker settings over {len(streams)} episodes")
+        trials = tune.tune_tracker(streams, list(labels), matrix, grid, args.max_flicker)
+    except (evaluate.EvalError, ModelError, ValueError, FileNotFoundError) as exc:
+        print(f"vljepa tune-tracker: {exc}", file=sys.stderr)
+        return 2
+    current = tune.run_trial(config.tracker, streams, list(labels), matrix)
+    print("setting                 accuracy  macro-F1  edit   flicker")
+    for name, trial in [("current defaults", current)] + [
+        (f"best {k + 1}", t) for k, t in enumerate(trials[:5])
+    ]:
+        print(
+            f"{name:<22} {100 * trial.accuracy:7.1f}%  {trial.macro_f1:8.3f}  {trial.edit:5.1f}"
+            f"  {trial.flicker:7.2f}"
+        )
+    best = trials[0]
+    if best.flicker > args.max_flicker:
+        print(f"no setting keeps flicker within {args.max_flicker:g}; the best is written anyway")
+    note = f"{len(streams)} episodes from {args.data}, checkpoint {args.checkpoint or 'default'}"
+    path = tune.write_params(best, args.out, note)
+    print(f"wrote {path} ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+def add_tune_parser(subparsers: Any) -> None:
+    """Register the `tune-tracker` command."""
+    parser = subparsers.add_parser(
+        "tune-tracker",
+        help="choose the state tracker's smoothing, thresholds and dwell on annotated bags",
+        description=(
+            "Replay annotated episode bags (not the ones you evaluate on) through the "
+            "perception pipeline, run every setting of a grid of the state tracker's "
+            "temperature, smoothing, enter/exit thresholds, switch margin and minimum dwell, "
+            "and write the most accurate one whose flicker stays within --max-flicker as a "
+            "perception_node parameter file. See docs/evaluation.md."
+        ),
+    )
+    parser.add_argument(
+        "--checkpoint", default="", help="checkpoint folder or shipped name (default: the shipped)"
+    )
+    parser.add_argument("--data", type=Path, required=True, help="folder of annotated bags")
+    parser.add_argument("--out", type=Path, required=True, help="parameter file to write")
+    parser.add_argument("--labels", type=Path, default=None, help="YAML `labels: {label: prompt}`")
+    parser.add_argument("--query", default=None, help="state query (default: the model's)")
+    parser.add_argument("--episodes", type=_positive_int, default=None, help="first N bags only")
+    parser.add_argument(
+        "--max-flicker",
+        type=_positive_float,
+        default=1.5,
+        help="most predicted label switches per ground-truth switch allowed",
+    )
+    parser.add_argument("--step-hz", type=_positive_float, default=10.0, help="steps per second")
+    parser.add_argument(
+        "--sample-hz", type=_positive_float, default=10.0, help="clip frames per second"
+    )
+    parser.add_argument(
+        "--frame-size", type=_positive_int, default=None, help="resize frames while reading"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--quiet", action="store_true", help="no progress messages")
+    parser.set_defaults(handler=_cmd_tune_tracker)
+
+
 def add_eval_parser(subparsers: Any) -> None:
     """Register the `eval` command on an argparse subparsers object."""
     parser = subparsers.add_parser(

@@ -33,8 +33,9 @@ import numpy as np
 import yaml
 
 from vljepa_ros.data.captions import HELDOUT_PROMPTS
-from vljepa_ros.stream.state_tracker import UNKNOWN, StateTracker, StateTrackerConfig
+from vljepa_ros.stream.state_tracker import UNKNOWN, StateTrackerConfig
 from vljepa_ros.train import metrics, selective
+from vljepa_ros.train.tune import LabelledStream, track
 
 if TYPE_CHECKING:
     from vljepa_ros.data.bag import EpisodeData
@@ -199,18 +200,6 @@ class EpisodeRun:
         return selective.stream_minutes(self.stamps_ns)
 
 
-def _track(
-    labels: Sequence[str],
-    matrix: np.ndarray,
-    config: StateTrackerConfig,
-    embeddings: np.ndarray,
-    stamps: np.ndarray,
-) -> tuple[list[str], list[str]]:
-    tracker = StateTracker(labels, matrix, config)
-    out = [tracker.step(e, int(s)) for e, s in zip(embeddings, stamps, strict=True)]
-    return [o.label for o in out], [o.instant_label for o in out]
-
-
 def _replay(
     pipe: PerceptionPipeline, episode: EpisodeData, step_hz: float
 ) -> tuple[list[StepResult], list[list[int]]]:
@@ -245,13 +234,11 @@ def _replay(
     return results, clips
 
 
-def replay_episode(
-    runtime: VLJepaRuntime,
-    episode: EpisodeData,
-    config: EvalConfig,
-    name: str = "episode",
-) -> EpisodeRun:
-    """Replay one episode through a fresh PerceptionPipeline; see the module docstring.
+def _replay_labelled(
+    runtime: VLJepaRuntime, episode: EpisodeData, config: EvalConfig, name: str
+) -> tuple[PerceptionPipeline, list[StepResult], list[list[int]]]:
+    """Replay through a fresh PerceptionPipeline; the steps whose newest frame has a
+    ground-truth state, with their clips' frame indices.
 
     Raises:
         EvalError: the episode has no ground-truth state on any step.
@@ -276,6 +263,38 @@ def replay_episode(
         raise EvalError(f"{name}: no step has a ground-truth state")
     results = [r for r, k in zip(results, keep, strict=True) if k]
     clips = [c for c, k in zip(clips, keep, strict=True) if k]
+    return pipe, results, clips
+
+
+def labelled_stream(
+    runtime: VLJepaRuntime, episode: EpisodeData, config: EvalConfig, name: str = "episode"
+) -> LabelledStream:
+    """The replay's embeddings with the ground-truth state of each step (for tuning).
+
+    Raises:
+        EvalError: the episode has no ground-truth state on any step.
+    """
+    _, results, clips = _replay_labelled(runtime, episode, config, name)
+    return LabelledStream(
+        stamps_ns=np.array([r.stamp_ns for r in results], dtype=np.int64),
+        embeddings=np.stack([r.embedding for r in results]).astype(np.float32),
+        truth=[str(episode.states[clip[-1]]) for clip in clips],
+    )
+
+
+def replay_episode(
+    runtime: VLJepaRuntime,
+    episode: EpisodeData,
+    config: EvalConfig,
+    name: str = "episode",
+) -> EpisodeRun:
+    """Replay one episode through a fresh PerceptionPipeline; see the module docstring.
+
+    Raises:
+        EvalError: the episode has no ground-truth state on any step.
+    """
+    pipe, results, clips = _replay_labelled(runtime, episode, config, name)
+    query = config.state_query(runtime)
     newest = [clip[-1] for clip in clips]
     stamps = np.array([r.stamp_ns for r in results], dtype=np.int64)
     embeddings = np.stack([r.embedding for r in results]).astype(np.float32)
@@ -298,7 +317,7 @@ def replay_episode(
     reworded = []
     for variant in config.reworded_variants():
         matrix = runtime.encode_texts(list(variant.values())).numpy()
-        reworded.append(_track(labels, matrix, config.tracker, embeddings, stamps))
+        reworded.append(track(labels, matrix, config.tracker, embeddings, stamps))
 
     # Retrieval moments: the middle step of every caption run, embedded with the retrieval
     # query (the replay's embedding when the queries agree).

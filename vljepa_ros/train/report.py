@@ -444,7 +444,7 @@ def markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> str:
         if "true caption changes" in sel["reductions"]:
             lines += [
                 "",
-                "\"true caption changes\" is not a method: its spans are cut where the "
+                '"true caption changes" is not a method: its spans are cut where the '
                 "ground-truth caption changes (1 to 4 true segments per decode), the room a "
                 "segmenter that knew the truth would have on these episodes.",
             ]
