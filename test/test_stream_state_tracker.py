@@ -12,9 +12,19 @@ LABELS = ["idle", "reaching", "grasping"]
 EYE = np.eye(3, 8, dtype=np.float32)  # three orthogonal label embeddings in 8-D
 
 
+# The mechanism under test, independent of the tuned defaults: smoothing, hysteresis, dwell.
+MECHANISM = {
+    "temperature": 0.1,
+    "smoothing": 0.5,
+    "enter_threshold": 0.5,
+    "exit_threshold": 0.3,
+    "switch_margin": 0.15,
+    "min_dwell": 0.5,
+}
+
+
 def _tracker(**kwargs: float) -> StateTracker:
-    config = StateTrackerConfig(**{"temperature": 0.1, "smoothing": 0.5, **kwargs})
-    return StateTracker(LABELS, EYE, config)
+    return StateTracker(LABELS, EYE, StateTrackerConfig(**{**MECHANISM, **kwargs}))
 
 
 def _run(tracker: StateTracker, indices: list[int], hz: float = 10.0) -> list:

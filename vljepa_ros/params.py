@@ -45,6 +45,8 @@ class Param:
         return None
 
 
+_TRACKER = StateTrackerConfig()
+
 PERCEPTION: list[Param] = [
     Param(
         "checkpoint",
@@ -137,21 +139,50 @@ PERCEPTION: list[Param] = [
         60.0,
     ),
     Param("max_gap", 2.0, "A gap (s) between frames after which the clip starts over.", 0.2, 600.0),
-    Param("temperature", 0.05, "Softmax temperature over label cosine similarities.", 0.001, 10.0),
+    # the state tracker's defaults are StateTrackerConfig's (chosen by `vljepa tune-tracker`)
+    Param(
+        "temperature",
+        _TRACKER.temperature,
+        "Softmax temperature over label cosine similarities.",
+        0.001,
+        10.0,
+    ),
     Param(
         "smoothing",
-        0.4,
+        _TRACKER.smoothing,
         "Weight of the newest step in the smoothed label probabilities.",
         0.01,
         1.0,
     ),
-    Param("enter_threshold", 0.5, "Smoothed probability at which a label is entered.", 0.0, 1.0),
-    Param("exit_threshold", 0.3, "Smoothed probability below which a label is left.", 0.0, 1.0),
     Param(
-        "switch_margin", 0.15, "Lead a new label needs over the current one to take over.", 0.0, 1.0
+        "enter_threshold",
+        _TRACKER.enter_threshold,
+        "Smoothed probability at which a label is entered.",
+        0.0,
+        1.0,
     ),
-    Param("min_dwell", 0.5, "Seconds a stable label is held before it may change.", 0.0, 60.0),
-    Param("top_k", 3, "Candidates reported per step.", 1, 100),
+    Param(
+        "exit_threshold",
+        _TRACKER.exit_threshold,
+        "Smoothed probability below which a label is left.",
+        0.0,
+        1.0,
+    ),
+    Param(
+        "switch_margin",
+        _TRACKER.switch_margin,
+        "Lead a new label needs over the current one to take over.",
+        0.0,
+        1.0,
+    ),
+    Param(
+        "min_dwell",
+        _TRACKER.min_dwell,
+        "Seconds a stable label is held before it may change.",
+        0.0,
+        60.0,
+    ),
+    Param("top_k", _TRACKER.top_k, "Candidates reported per step.", 1, 100),
     Param(
         "camera_timeout",
         2.0,

@@ -28,12 +28,14 @@ class StateTrackerConfig:
     `min_dwell` seconds of the previous one.
     """
 
-    temperature: float = 0.05
-    smoothing: float = 0.4
-    enter_threshold: float = 0.5
-    exit_threshold: float = 0.3
-    switch_margin: float = 0.15
-    min_dwell: float = 0.5
+    # defaults chosen for the shipped model by `vljepa tune-tracker` on its 30 validation
+    # episodes (docs/evaluation.md): no smoothing or dwell, a 0.3 lead to switch
+    temperature: float = 0.2
+    smoothing: float = 1.0
+    enter_threshold: float = 0.2
+    exit_threshold: float = 0.1
+    switch_margin: float = 0.3
+    min_dwell: float = 0.0
     top_k: int = 3
 
     def __post_init__(self) -> None:

@@ -122,7 +122,16 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
         matrix = runtime.encode_texts(list(labels.values())).numpy()
         grid = tune.TrackerGrid()
         say(f"{len(grid.configs(config.tracker))} tracker settings over {len(streams)} episodes")
-        trials = tune.tune_tracker(streams, list(labels), matrix, grid, args.max_flicker)
+        trials = tune.tune_tracker(
+            streams,
+            list(labels),
+            matrix,
+            grid,
+            args.max_flicker,
+            progress=lambda done, total: (
+                say(f"{done}/{total} settings") if done % 200 == 0 else None
+            ),
+        )
     except (evaluate.EvalError, ModelError, ValueError, FileNotFoundError) as exc:
         print(f"vljepa tune-tracker: {exc}", file=sys.stderr)
         return 2

@@ -49,12 +49,12 @@ class LabelledStream:
 class TrackerGrid:
     """The values tried for each tuned setting (settings with exit > enter are skipped)."""
 
-    temperature: tuple[float, ...] = (0.03, 0.05, 0.08)
-    smoothing: tuple[float, ...] = (0.2, 0.3, 0.4, 0.6, 1.0)
-    enter_threshold: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6)
+    temperature: tuple[float, ...] = (0.05, 0.08, 0.12, 0.2)
+    smoothing: tuple[float, ...] = (0.2, 0.4, 0.7, 1.0)
+    enter_threshold: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
     exit_threshold: tuple[float, ...] = (0.1, 0.2, 0.3)
-    switch_margin: tuple[float, ...] = (0.0, 0.1, 0.2)
-    min_dwell: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6)
+    switch_margin: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
+    min_dwell: tuple[float, ...] = (0.0, 0.2, 0.4)
 
     def __post_init__(self) -> None:
         for name in TUNED:
