@@ -98,6 +98,12 @@ class Camera(RosPeer):
                 out[kv.key] = int(kv.value)
         return out
 
+    def status(self) -> tuple[int, str]:
+        """Level and message of the newest perception diagnostics status."""
+        arrays = [a for a in self.snapshot("diag") if a.status]
+        assert arrays, "no diagnostics received"
+        return arrays[-1].status[0].level, arrays[-1].status[0].message
+
 
 def raw_bad_frames() -> dict[str, dict[str, Any]]:
     """Malformed sensor_msgs/Image fields, by name; each must count as one bad frame."""
@@ -316,6 +322,16 @@ def test_raw_image_battery(raw: tuple[subprocess.Popen[str], Camera]) -> None:
             "frames_received": base["frames_received"] + len(bad) + 7 + 20,
         },
     )
+    # the diagnostics WARN while frames were dropped recently, and clear once they stop
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    level, message = camera.status()
+    assert level == DiagnosticStatus.WARN, message
+    assert "dropped" in message
+    deadline = time.monotonic() + 30.0
+    while camera.status()[0] != DiagnosticStatus.OK and time.monotonic() < deadline:
+        camera.send_good(5)
+    assert camera.status() == (DiagnosticStatus.OK, "running")
 
 
 def test_compressed_image_battery(compressed: tuple[subprocess.Popen[str], Camera]) -> None:

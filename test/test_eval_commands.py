@@ -1,4 +1,5 @@
-"""The `vljepa eval` command: options, exit codes and the report folder it writes."""
+"""The `vljepa eval` and `vljepa tune-tracker` commands: options, exit codes and what they
+write."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from vljepa_ros.train.eval_commands import add_eval_parser
+from vljepa_ros.train.eval_commands import add_eval_parser, add_tune_parser
 
 
-def parse(*argv: str) -> argparse.Namespace:
+def parse(*argv: str, command: str = "eval") -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="vljepa")
-    add_eval_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["eval", *argv])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_eval_parser(subparsers)
+    add_tune_parser(subparsers)
+    return parser.parse_args([command, *argv])
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +113,32 @@ def test_eval_bad_input_exits_2(
     err = capsys.readouterr().err
     assert err.startswith("vljepa eval: ")
     assert message in err
+
+
+def test_tune_tracker_writes_a_parameter_file(
+    micro_checkpoint: Path, bags: Path, tmp_path: Path, capsys
+) -> None:
+    """Over a folder of bags: exit 0, the five best settings printed, and a parameter file the
+    strict loader accepts holding the best setting."""
+    from vljepa_ros.params import load_params_file
+
+    out = tmp_path / "tracker.yaml"
+    args = parse(
+        "--checkpoint", str(micro_checkpoint), "--data", str(bags), "--out", str(out), "--quiet",
+        command="tune-tracker",
+    )  # fmt: skip
+    assert args.handler(args) == 0
+    printed = capsys.readouterr().out
+    assert "current defaults" in printed
+    assert "best 5" in printed
+    values = load_params_file(out)["perception_node"]
+    assert 0.0 <= values["exit_threshold"] <= values["enter_threshold"] <= 1.0
+    assert "stabilised accuracy" in out.read_text()
+
+
+def test_tune_tracker_bad_input_exits_2(tmp_path: Path, capsys) -> None:
+    """A folder without bags: exit 2 naming the problem."""
+    args = parse("--data", str(tmp_path), "--out", str(tmp_path / "t.yaml"), "--quiet",
+                 command="tune-tracker")  # fmt: skip
+    assert args.handler(args) == 2
+    assert capsys.readouterr().err.startswith("vljepa tune-tracker: no rosbag2 folder")

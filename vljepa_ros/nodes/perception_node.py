@@ -43,6 +43,7 @@ from vljepa_ros.stream.pipeline import PerceptionPipeline, StepResult
 # rclpy reports publishers of another message type from Iron on
 _TYPE_EVENTS = "incompatible_type" in SubscriptionEventCallbacks.__init__.__code__.co_varnames
 SPECS = {p.name: p for p in PARAMS}
+WARN_WINDOW = 10.0  # s: the diagnostics WARN while frames were dropped this recently
 
 
 class _Stats:
@@ -62,6 +63,21 @@ class _Stats:
         self.frame_times: deque[float] = deque(maxlen=300)
         self.step_times: deque[float] = deque(maxlen=300)
         self.last_frame_wall: float | None = None
+        self.problems: deque[float] = deque(maxlen=10_000)  # wall times of dropped frames
+
+    def bad_frame(self) -> None:
+        """A frame that could not be converted."""
+        self.bad += 1
+        self.problems.append(time.monotonic())
+
+    def dropped_frame(self, kind: str) -> None:
+        """A frame the clip buffer refused (stale, future, duplicate) or a stream restart."""
+        self.dropped[kind] = self.dropped.get(kind, 0) + 1
+        self.problems.append(time.monotonic())
+
+    def recent_problems(self, now: float) -> int:
+        """Dropped frames and restarts within the last WARN_WINDOW seconds."""
+        return sum(1 for t in self.problems if now - t <= WARN_WINDOW)
 
 
 class PerceptionNode(LifecycleNode):
@@ -254,13 +270,13 @@ class PerceptionNode(LifecycleNode):
             else:
                 rgb = image_to_rgb(msg, self.values["max_image_pixels"])
         except ImageConversionError as exc:
-            stats.bad += 1
+            stats.bad_frame()
             self.get_logger().warn(
                 f"dropped a malformed frame ({stats.bad} so far): {exc}", throttle_duration_sec=5.0
             )
             return
         except Exception as exc:  # a frame the checks missed must not take the node down
-            stats.bad += 1
+            stats.bad_frame()
             self.get_logger().error(
                 f"dropped a frame that failed to convert ({stats.bad} bad so far): "
                 f"{type(exc).__name__}: {exc}",
@@ -272,7 +288,7 @@ class PerceptionNode(LifecycleNode):
         )
         stats.convert_ms.append((time.monotonic() - wall) * 1000)
         if outcome.value not in ("sampled", "skipped"):
-            stats.dropped[outcome.value] = stats.dropped.get(outcome.value, 0) + 1
+            stats.dropped_frame(outcome.value)
             if outcome.value != "reset":
                 self.get_logger().warn(
                     f"dropped a frame: {outcome.value}", throttle_duration_sec=5.0
@@ -454,9 +470,12 @@ class PerceptionNode(LifecycleNode):
                 if camera not in self._silent:
                     self._silent.add(camera)
                     self._announce_silence(camera)
-            elif stats.bad or stats.dropped:
+            elif recent := stats.recent_problems(now_wall):
                 status.level = DiagnosticStatus.WARN
-                status.message = "running; some frames dropped"
+                status.message = (
+                    f"running; {recent} frame(s) dropped or stream restart(s) in the last "
+                    f"{WARN_WINDOW:g} s (totals below)"
+                )
             else:
                 status.level = DiagnosticStatus.OK
                 status.message = "running" if active else "inactive"
