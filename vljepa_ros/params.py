@@ -15,11 +15,10 @@ from typing import Any
 
 import yaml
 
+from vljepa_ros.labels import read_labels_file
 from vljepa_ros.stream.pipeline import PipelineConfig
 from vljepa_ros.stream.segmenter import SegmenterConfig
 from vljepa_ros.stream.state_tracker import StateTrackerConfig
-
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -273,20 +272,7 @@ def load_labels(values: dict[str, Any]) -> dict[str, str]:
                 raise ValueError(f"labels entry {entry!r} is not 'label: prompt'")
             labels[name.strip()] = prompt.strip()
         return labels
-    path = Path(values["labels_file"] or PACKAGE_ROOT / "config" / "robot_states.yaml")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"labels_file {path} cannot be read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ValueError(f"labels_file {path} is not valid YAML: {exc}") from exc
-    if (
-        not isinstance(data, dict)
-        or set(data) != {"labels"}
-        or not isinstance(data["labels"], dict)
-    ):
-        raise ValueError(f"labels_file {path} must hold exactly one key, labels: {{label: prompt}}")
-    return {str(k): str(v) for k, v in data["labels"].items()}
+    return read_labels_file(values["labels_file"] or None)
 
 
 def pipeline_config(values: dict[str, Any], default_query: str) -> PipelineConfig:

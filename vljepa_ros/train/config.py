@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from vljepa_ros.labels import read_labels_file
 from vljepa_ros.model.config import (
     ConfigError,
     VLJepaConfig,
@@ -314,19 +315,9 @@ def read_labels(path: str | Path) -> dict[str, str]:
     """`labels: {label: prompt}` of a robot-states file, in file order.
 
     Raises:
-        ConfigError: unreadable file, no `labels` mapping, or an empty label or prompt.
+        ConfigError: unreadable file, another layout, or an empty label or prompt.
     """
-    path = resolve_path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read labels file {path}: {exc}") from exc
-    labels = data.get("labels") if isinstance(data, dict) else None
-    if not isinstance(labels, dict) or not labels:
-        raise ConfigError(f"labels file {path} must hold a non-empty 'labels:' mapping")
-    out: dict[str, str] = {}
-    for label, prompt in labels.items():
-        if not isinstance(label, str) or not isinstance(prompt, str) or not prompt.strip():
-            raise ConfigError(f"labels file {path}: label {label!r} needs a non-empty prompt")
-        out[label] = prompt
-    return out
+        return read_labels_file(resolve_path(path))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc

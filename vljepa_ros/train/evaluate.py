@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 
 from vljepa_ros.data.captions import HELDOUT_PROMPTS
+from vljepa_ros.labels import read_labels_file
 from vljepa_ros.stream.state_tracker import UNKNOWN, StateTrackerConfig
 from vljepa_ros.train import metrics, selective
 from vljepa_ros.train.tune import LabelledStream, track
@@ -43,8 +44,6 @@ if TYPE_CHECKING:
     from vljepa_ros.stream.pipeline import PerceptionPipeline, StepResult
 
 NS = 1_000_000_000
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_LABELS_FILE = PACKAGE_ROOT / "config" / "robot_states.yaml"
 CAMERA = "camera"
 OVERLAPS = (0.10, 0.25, 0.50)
 
@@ -76,16 +75,10 @@ def load_labels(path: str | Path | None = None) -> dict[str, str]:
     Raises:
         EvalError: unreadable or malformed file.
     """
-    path = Path(path) if path else DEFAULT_LABELS_FILE
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise EvalError(f"labels file {path} cannot be read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise EvalError(f"labels file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("labels"), dict) or not data["labels"]:
-        raise EvalError(f"labels file {path} must hold `labels: {{label: prompt}}`")
-    return {str(k): str(v) for k, v in data["labels"].items()}
+        return read_labels_file(path)
+    except ValueError as exc:
+        raise EvalError(str(exc)) from exc
 
 
 def load_rewordings(path: str | Path) -> dict[str, tuple[str, ...]]:
