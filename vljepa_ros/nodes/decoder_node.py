@@ -110,7 +110,7 @@ class DecoderNode(Node):
         try:
             self._jobs.put_nowait(segment)
         except queue.Full:
-            self.get_logger().warn(
+            self.get_logger().warning(
                 "decoder is behind: a segment was dropped", throttle_duration_sec=5.0
             )
 

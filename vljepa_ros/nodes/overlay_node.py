@@ -71,7 +71,9 @@ class OverlayNode(Node):
             rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
         except ImageConversionError as exc:
             self.bad_frames += 1
-            self.get_logger().warn(f"dropped a malformed frame: {exc}", throttle_duration_sec=5.0)
+            self.get_logger().warning(
+                f"dropped a malformed frame: {exc}", throttle_duration_sec=5.0
+            )
             return
         with self.lock:
             self.frame, self.frame_header = rgb, msg.header
@@ -94,7 +96,7 @@ class OverlayNode(Node):
         try:
             emb_map = EmbeddingMap(labels, matrix.reshape(len(labels), int(msg.dim)))
         except ValueError as exc:
-            self.get_logger().warn(f"embedding map not drawn: {exc}")
+            self.get_logger().warning(f"embedding map not drawn: {exc}")
             emb_map = None
         with self.lock:
             self.map = emb_map

@@ -271,7 +271,7 @@ class PerceptionNode(LifecycleNode):
                 rgb = image_to_rgb(msg, self.values["max_image_pixels"])
         except ImageConversionError as exc:
             stats.bad_frame()
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"dropped a malformed frame ({stats.bad} so far): {exc}", throttle_duration_sec=5.0
             )
             return
@@ -290,7 +290,7 @@ class PerceptionNode(LifecycleNode):
         if outcome.value not in ("sampled", "skipped"):
             stats.dropped_frame(outcome.value)
             if outcome.value != "reset":
-                self.get_logger().warn(
+                self.get_logger().warning(
                     f"dropped a frame: {outcome.value}", throttle_duration_sec=5.0
                 )
         self._frame_ids[camera] = msg.header.frame_id
@@ -383,7 +383,7 @@ class PerceptionNode(LifecycleNode):
 
         def incompatible(what: str) -> None:
             self.stats[camera].incompatible += 1
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"{topic}: a publisher with an incompatible {what} cannot reach this node "
                 f"(expects {'CompressedImage' if self.values['compressed'] else 'Image'}, "
                 f"input_reliability {self.values['input_reliability']}); its frames are not "
