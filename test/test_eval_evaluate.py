@@ -107,6 +107,17 @@ def test_lower_step_rate_halves_the_steps(runtime, episode) -> None:
     assert half.stamps_ns[-1] == episode.stamps_ns[-1]
 
 
+def test_clip_stride_replays_longer_clips_at_the_same_step_rate(runtime, episode, run) -> None:
+    """clip_stride 2: still one step per frame, each clip every other frame back from the
+    newest (the replay checks its clip bookkeeping against the clip buffer's), and the
+    embeddings differ from stride 1 once a clip spans more than it did."""
+    config = evaluate.EvalConfig(clip_stride=2, rewordings={})
+    strided = evaluate.replay_episode(runtime, episode, config)
+    assert len(strided.truth) == len(run.truth)
+    assert np.array_equal(strided.stamps_ns, run.stamps_ns)
+    assert not np.allclose(strided.embeddings[-1], run.embeddings[-1], atol=1e-4)
+
+
 def test_reworded_replay_tracks_every_variant(run) -> None:
     """The held-out prompts give two reworded label sets, each tracked over every step."""
     assert len(run.reworded) == 2

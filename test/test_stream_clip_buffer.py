@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vljepa_ros.stream.clip_buffer import ClipBuffer, ClipBufferConfig, PushOutcome
+from vljepa_ros.stream.clip_buffer import (
+    ClipBuffer,
+    ClipBufferConfig,
+    PushOutcome,
+    clip_indices,
+)
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
@@ -55,6 +60,33 @@ def test_partial_clip_is_padded_with_its_oldest_frame() -> None:
     clip = buffer.clip()
     assert clip is not None
     assert [int(f[0, 0, 0]) for f in clip.frames] == [0, 0, 0, 1]
+
+
+def test_a_stride_spans_more_time_and_still_ends_on_the_newest_frame() -> None:
+    """stride 2: the clip is every other sampled frame back from the newest (a 10 Hz camera
+    read as 5 Hz clips), so each new frame ends a clip; short clips pad with their oldest."""
+    buffer = ClipBuffer(ClipBufferConfig(frames=4, sample_hz=10, stride=2))
+    _feed(buffer, 10, 0.3)  # frames 0, 1, 2
+    clip = buffer.clip()
+    assert clip is not None
+    assert [int(f[0, 0, 0]) for f in clip.frames] == [0, 0, 0, 2]
+    assert not buffer.ready
+    _feed(buffer, 10, 2.0, start=T0 + 3 * NS // 10)  # frames 0..19 after 3 s of capture
+    clip = buffer.clip()
+    assert clip is not None
+    assert [int(f[0, 0, 0]) for f in clip.frames] == [13, 15, 17, 19]
+    assert np.all(np.diff(clip.stamps_ns) == NS // 5)
+    assert clip.end_ns == buffer.newest_stamp_ns
+    assert buffer.ready
+
+
+@pytest.mark.parametrize(
+    ("available", "frames", "stride", "picked"),
+    [(8, 8, 1, list(range(8))), (3, 4, 1, [0, 0, 1, 2]), (15, 8, 2, [0, 2, 4, 6, 8, 10, 12, 14]),
+     (4, 4, 2, [1, 1, 1, 3]), (1, 3, 3, [0, 0, 0])],
+)  # fmt: skip
+def test_clip_indices(available: int, frames: int, stride: int, picked: list[int]) -> None:
+    assert clip_indices(available, frames, stride) == picked
 
 
 def test_stale_and_future_frames_are_dropped() -> None:
@@ -114,6 +146,7 @@ def test_after_a_short_pause_the_next_frame_is_sampled_without_a_burst() -> None
         {"sample_hz": -5},
         {"max_input_age": 0},
         {"max_gap": 0.05, "sample_hz": 10},
+        {"stride": 0},
     ],
 )
 def test_bad_configuration_is_rejected_with_the_reason(kwargs: dict) -> None:

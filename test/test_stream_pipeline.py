@@ -67,6 +67,23 @@ def test_step_embeds_the_newest_clip_with_its_stamps(runtime: VLJepaRuntime) -> 
     assert second.novelty > 0
 
 
+def test_clip_stride_from_the_parameters_spans_longer_clips(runtime: VLJepaRuntime) -> None:
+    """The clip_stride parameter reaches the clip buffer: a 2-stride clip starts twice as far
+    back, and changing it at run time rebuilds the buffers."""
+    from vljepa_ros.params import PERCEPTION, pipeline_config
+
+    values = {p.name: p.default for p in PERCEPTION} | {"clip_stride": 2}
+    config = pipeline_config(values, "what?")
+    assert config.clip_stride == 2
+    pipe = PerceptionPipeline(runtime, config)
+    span = 2 * (pipe.clip_frames - 1) + 1
+    _feed(pipe, "camera", _frames(span + 3, seed=4), hz=10, start=T0)
+    (result,) = pipe.step()
+    assert result.stamp_ns - result.clip_start_ns == 2 * (pipe.clip_frames - 1) * NS // 10
+    pipe.reconfigure(pipeline_config(values | {"clip_stride": 1}, "what?"))
+    assert pipe.cameras["camera"].buffer.config.stride == 1
+
+
 def test_step_equals_the_runtime_on_the_same_clip(runtime: VLJepaRuntime) -> None:
     """The pipeline's embedding is the runtime's embedding of the last T sampled frames."""
     pipe = PerceptionPipeline(runtime, PipelineConfig(query="what?", labels=LABELS))

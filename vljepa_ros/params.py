@@ -123,6 +123,15 @@ PERCEPTION: list[Param] = [
     ),
     Param("sample_hz", 10.0, "Frames per second of capture time sampled into a clip.", 0.5, 120.0),
     Param(
+        "clip_stride",
+        1,
+        "A clip takes every Nth sampled frame back from the newest, so it spans N times longer "
+        "while steps still follow every sampled frame (a model trained on 5 Hz clips: "
+        "sample_hz 10, clip_stride 2).",
+        1,
+        100,
+    ),
+    Param(
         "step_hz",
         10.0,
         "Most steps per second per camera (one embedding each): a step runs when a sampled frame "
@@ -197,6 +206,7 @@ PIPELINE_PARAMS = {
     "labels_file",
     "labels",
     "sample_hz",
+    "clip_stride",
     "max_input_age",
     "max_gap",
     "temperature",
@@ -281,6 +291,7 @@ def pipeline_config(values: dict[str, Any], default_query: str) -> PipelineConfi
         query=values["query"] or default_query,
         labels=load_labels(values),
         sample_hz=values["sample_hz"],
+        clip_stride=values["clip_stride"],
         max_input_age=values["max_input_age"],
         max_gap=values["max_gap"],
         tracker=StateTrackerConfig(

@@ -37,10 +37,15 @@ class ClipBufferConfig:
     sample_hz: float = 10.0
     max_input_age: float = 0.5
     max_gap: float = 2.0
+    # a clip takes every `stride`-th sampled frame, ending with the newest: it spans
+    # (frames - 1) x stride sampling periods, while every sampled frame can still end a clip
+    stride: int = 1
 
     def __post_init__(self) -> None:
         if self.frames < 1:
             raise ValueError(f"frames must be at least 1, got {self.frames}")
+        if not 1 <= self.stride <= 100:
+            raise ValueError(f"stride must be in 1 .. 100, got {self.stride}")
         if not 0 < self.sample_hz <= 1000:
             raise ValueError(f"sample_hz must be in (0, 1000], got {self.sample_hz}")
         if self.max_input_age <= 0:
@@ -68,15 +73,17 @@ class Clip:
 
 
 class ClipBuffer:
-    """The last `frames` frames sampled at `sample_hz` of capture time."""
+    """The last `frames` frames sampled at `sample_hz` of capture time (every `stride`-th of
+    them, with a stride)."""
 
     def __init__(self, config: ClipBufferConfig) -> None:
         self.config = config
         self._period_ns = round(NS / config.sample_hz)
         # a frame up to 10% of a period early still counts as on time (stamp jitter)
         self._tolerance_ns = self._period_ns // 10
-        self._frames: deque[np.ndarray] = deque(maxlen=config.frames)
-        self._stamps: deque[int] = deque(maxlen=config.frames)
+        self._span = (config.frames - 1) * config.stride + 1  # sampled frames a clip covers
+        self._frames: deque[np.ndarray] = deque(maxlen=self._span)
+        self._stamps: deque[int] = deque(maxlen=self._span)
         self._last_stamp: int | None = None
         self._next_due: int | None = None
 
@@ -85,8 +92,8 @@ class ClipBuffer:
 
     @property
     def ready(self) -> bool:
-        """True once the clip holds `frames` frames."""
-        return len(self._frames) == self.config.frames
+        """True once the clip holds `frames` frames (`stride` apart)."""
+        return len(self._frames) == self._span
 
     @property
     def newest_stamp_ns(self) -> int | None:
@@ -128,12 +135,20 @@ class ClipBuffer:
     def clip(self, pad: bool = True) -> Clip | None:
         """The current clip, oldest frame first; None while empty.
 
-        With `pad`, a clip that is not full yet repeats its oldest frame to reach `frames`
-        (the paper duplicates a single image to fill a clip); without it, None until full.
+        The clip's frames are every `stride`-th sampled frame back from the newest. With
+        `pad`, a clip that is not full yet repeats its oldest frame to reach `frames` (the paper
+        duplicates a single image to fill a clip); without it, None until full.
         """
         if not self._frames or (not pad and not self.ready):
             return None
-        missing = self.config.frames - len(self._frames)
-        frames = [self._frames[0]] * missing + list(self._frames)
-        stamps = [self._stamps[0]] * missing + list(self._stamps)
+        picked = clip_indices(len(self._frames), self.config.frames, self.config.stride)
+        frames = [self._frames[i] for i in picked]
+        stamps = [self._stamps[i] for i in picked]
         return Clip(np.stack(frames), np.asarray(stamps, dtype=np.int64))
+
+
+def clip_indices(available: int, frames: int, stride: int) -> list[int]:
+    """Which of `available` sampled frames (oldest first) make a clip: every `stride`-th back
+    from the newest, oldest first, the oldest repeated in front to reach `frames`."""
+    picked = list(range(available - 1, -1, -stride))[:frames][::-1]
+    return [picked[0]] * (frames - len(picked)) + picked

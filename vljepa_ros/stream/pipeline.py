@@ -30,6 +30,7 @@ class PipelineConfig:
     query: str
     labels: Mapping[str, str]  # label -> prompt, in output order
     sample_hz: float = 10.0
+    clip_stride: int = 1  # clip frames are every clip_stride-th sampled frame
     max_input_age: float = 0.5
     max_gap: float = 2.0
     tracker: StateTrackerConfig = field(default_factory=StateTrackerConfig)
@@ -98,6 +99,7 @@ class PerceptionPipeline:
             sample_hz=config.sample_hz,
             max_input_age=config.max_input_age,
             max_gap=config.max_gap,
+            stride=config.clip_stride,
         )
 
     def _embed_labels(self, labels: Mapping[str, str]) -> np.ndarray:

@@ -59,6 +59,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             rewordings=rewordings,
             step_hz=args.step_hz,
             sample_hz=args.sample_hz,
+            clip_stride=args.clip_stride,
             retrieval_clips=args.retrieval_clips,
             frame_size=args.frame_size,
             max_text_length=args.max_text_length,
@@ -107,7 +108,11 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
         labels = evaluate.load_labels(args.labels)
         bags = evaluate.find_bags(args.data)[: args.episodes]
         config = evaluate.EvalConfig(
-            labels=labels, query=args.query, step_hz=args.step_hz, sample_hz=args.sample_hz
+            labels=labels,
+            query=args.query,
+            step_hz=args.step_hz,
+            sample_hz=args.sample_hz,
+            clip_stride=args.clip_stride,
         )
         runtime = (
             VLJepaRuntime.load(args.checkpoint, device=args.device)
@@ -185,6 +190,12 @@ def add_tune_parser(subparsers: Any) -> None:
         "--sample-hz", type=_positive_float, default=10.0, help="clip frames per second"
     )
     parser.add_argument(
+        "--clip-stride",
+        type=_positive_int,
+        default=1,
+        help="clip frames are every Nth sampled frame (the node's clip_stride)",
+    )
+    parser.add_argument(
         "--frame-size", type=_positive_int, default=None, help="resize frames while reading"
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -242,6 +253,12 @@ def add_eval_parser(subparsers: Any) -> None:
     parser.add_argument("--step-hz", type=_positive_float, default=10.0, help="steps per second")
     parser.add_argument(
         "--sample-hz", type=_positive_float, default=10.0, help="clip frames per second"
+    )
+    parser.add_argument(
+        "--clip-stride",
+        type=_positive_int,
+        default=1,
+        help="clip frames are every Nth sampled frame (the node's clip_stride)",
     )
     parser.add_argument(
         "--retrieval-clips", type=_positive_int, default=100, help="retrieval gallery size"

@@ -132,6 +132,7 @@ class EvalConfig:
     rewordings: Mapping[str, Sequence[str]] | None = None  # None: the held-out prompts
     step_hz: float = 10.0
     sample_hz: float = 10.0
+    clip_stride: int = 1
     tracker: StateTrackerConfig = field(default_factory=StateTrackerConfig)
     retrieval_clips: int = 100
     max_text_length: int = 32
@@ -145,6 +146,8 @@ class EvalConfig:
             raise ValueError(f"step_hz must be in (0, 120], got {self.step_hz}")
         if self.retrieval_clips < 2:
             raise ValueError(f"retrieval_clips must be >= 2, got {self.retrieval_clips}")
+        if self.clip_stride < 1:
+            raise ValueError(f"clip_stride must be >= 1, got {self.clip_stride}")
         if self.baseline_batch < 1:
             raise ValueError(f"baseline_batch must be >= 1, got {self.baseline_batch}")
 
@@ -199,12 +202,12 @@ def _replay(
     """Offer every frame in stamp order, stepping every 1/step_hz of capture time; returns the
     step results and, per step, the frame indices of its clip (oldest first, padded as the
     clip buffer pads)."""
-    from vljepa_ros.stream.clip_buffer import PushOutcome
+    from vljepa_ros.stream.clip_buffer import PushOutcome, clip_indices
 
     stamps = np.asarray(episode.stamps_ns, dtype=np.int64)
     period = round(NS / step_hz)
-    clip_len = pipe.clip_frames
-    sampled: deque[int] = deque(maxlen=clip_len)
+    clip_len, stride = pipe.clip_frames, pipe.config.clip_stride
+    sampled: deque[int] = deque(maxlen=(clip_len - 1) * stride + 1)
     results: list[StepResult] = []
     clips: list[list[int]] = []
     next_frame, step_time = 0, int(stamps[0])
@@ -218,7 +221,7 @@ def _replay(
                 sampled.append(next_frame)
             next_frame += 1
         for result in pipe.step():
-            clip = [sampled[0]] * (clip_len - len(sampled)) + list(sampled)
+            clip = [sampled[i] for i in clip_indices(len(sampled), clip_len, stride)]
             if (stamps[clip[0]], stamps[clip[-1]]) != (result.clip_start_ns, result.stamp_ns):
                 raise RuntimeError("replay lost track of the clip buffer's frames")
             results.append(result)
@@ -245,6 +248,7 @@ def _replay_labelled(
             query=query,
             labels=dict(config.labels),
             sample_hz=config.sample_hz,
+            clip_stride=config.clip_stride,
             tracker=config.tracker,
         ),
         cameras=(CAMERA,),
