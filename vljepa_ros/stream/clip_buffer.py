@@ -55,6 +55,11 @@ class ClipBufferConfig:
                 f"max_gap ({self.max_gap} s) must exceed one sample period ({1 / self.sample_hz} s)"
             )
 
+    @property
+    def span(self) -> int:
+        """Sampled frames a full clip covers, oldest to newest."""
+        return (self.frames - 1) * self.stride + 1
+
 
 @dataclass(frozen=True)
 class Clip:
@@ -81,9 +86,8 @@ class ClipBuffer:
         self._period_ns = round(NS / config.sample_hz)
         # a frame up to 10% of a period early still counts as on time (stamp jitter)
         self._tolerance_ns = self._period_ns // 10
-        self._span = (config.frames - 1) * config.stride + 1  # sampled frames a clip covers
-        self._frames: deque[np.ndarray] = deque(maxlen=self._span)
-        self._stamps: deque[int] = deque(maxlen=self._span)
+        self._frames: deque[np.ndarray] = deque(maxlen=config.span)
+        self._stamps: deque[int] = deque(maxlen=config.span)
         self._last_stamp: int | None = None
         self._next_due: int | None = None
 
@@ -93,7 +97,7 @@ class ClipBuffer:
     @property
     def ready(self) -> bool:
         """True once the clip holds `frames` frames (`stride` apart)."""
-        return len(self._frames) == self._span
+        return len(self._frames) == self.config.span
 
     @property
     def newest_stamp_ns(self) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +30,73 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _start(args: argparse.Namespace, name: str) -> tuple[float, Callable[[str], None]]:
+    """Apply --threads; the start time and a progress printer (silent with --quiet)."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"[{name} {time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
+
+    return started, say
+
+
+def _load_runtime(args: argparse.Namespace) -> Any:
+    """The --checkpoint (default: the shipped one) on --device."""
+    from vljepa_ros.model import VLJepaRuntime
+
+    if args.checkpoint:
+        return VLJepaRuntime.load(args.checkpoint, device=args.device)
+    return VLJepaRuntime.load(device=args.device)
+
+
+def _add_replay_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the commands that replay bags through the perception pipeline."""
+    parser.add_argument(
+        "--checkpoint", default="", help="checkpoint folder or shipped name (default: the shipped)"
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="YAML `labels: {label: prompt}` (default: config/robot_states.yaml)",
+    )
+    parser.add_argument(
+        "--query", default=None, help="query of the state readout (default: the model's default)"
+    )
+    parser.add_argument("--episodes", type=_positive_int, default=None, help="first N bags only")
+    parser.add_argument("--step-hz", type=_positive_float, default=10.0, help="steps per second")
+    parser.add_argument(
+        "--sample-hz", type=_positive_float, default=10.0, help="clip frames per second"
+    )
+    parser.add_argument(
+        "--clip-stride",
+        type=_positive_int,
+        default=1,
+        help="clip frames are every Nth sampled frame (the node's clip_stride)",
+    )
+    parser.add_argument(
+        "--frame-size", type=_positive_int, default=None, help="resize frames while reading"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--quiet", action="store_true", help="no progress messages")
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate; print the targets table; 2 on bad input, 0 otherwise (targets are reported,
     not enforced: a report is the product even when a figure is missed)."""
     import torch
 
-    from vljepa_ros.model import ModelError, VLJepaRuntime
+    from vljepa_ros.model import ModelError
     from vljepa_ros.train import evaluate, report, selective
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    started = time.perf_counter()
-
-    def say(message: str) -> None:
-        if not args.quiet:
-            print(f"[eval {time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
+    started, say = _start(args, "eval")
 
     try:
         labels = evaluate.load_labels(args.labels)
@@ -67,11 +119,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             selective=selective.QUICK if args.quick else selective.SelectiveConfig(),
         )
         say(f"loading {args.checkpoint or 'the default checkpoint'}")
-        runtime = (
-            VLJepaRuntime.load(args.checkpoint, device=args.device)
-            if args.checkpoint
-            else VLJepaRuntime.load(device=args.device)
-        )
+        runtime = _load_runtime(args)
         say(f"{len(bags)} episode(s) from {args.data}")
         result = evaluate.evaluate(runtime, bags, config, say, checkpoint=args.checkpoint or "")
     except (evaluate.EvalError, ModelError, ValueError, FileNotFoundError) as exc:
@@ -90,19 +138,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_tune_tracker(args: argparse.Namespace) -> int:
     """Replay annotated bags, grid-search the state tracker, write the best as a parameter
     file; 2 on bad input."""
-    import torch
-
     from vljepa_ros.data.bag import read_episode
-    from vljepa_ros.model import ModelError, VLJepaRuntime
+    from vljepa_ros.model import ModelError
     from vljepa_ros.train import evaluate, tune
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-
-    def say(message: str) -> None:
-        if not args.quiet:
-            print(f"[tune {time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
+    started, say = _start(args, "tune")
 
     try:
         labels = evaluate.load_labels(args.labels)
@@ -114,11 +154,7 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
             sample_hz=args.sample_hz,
             clip_stride=args.clip_stride,
         )
-        runtime = (
-            VLJepaRuntime.load(args.checkpoint, device=args.device)
-            if args.checkpoint
-            else VLJepaRuntime.load(device=args.device)
-        )
+        runtime = _load_runtime(args)
         streams = []
         for i, path in enumerate(bags):
             say(f"replaying {path.name} ({i + 1}/{len(bags)})")
@@ -171,36 +207,15 @@ def add_tune_parser(subparsers: Any) -> None:
             "perception_node parameter file. See docs/evaluation.md."
         ),
     )
-    parser.add_argument(
-        "--checkpoint", default="", help="checkpoint folder or shipped name (default: the shipped)"
-    )
+    _add_replay_options(parser)
     parser.add_argument("--data", type=Path, required=True, help="folder of annotated bags")
     parser.add_argument("--out", type=Path, required=True, help="parameter file to write")
-    parser.add_argument("--labels", type=Path, default=None, help="YAML `labels: {label: prompt}`")
-    parser.add_argument("--query", default=None, help="state query (default: the model's)")
-    parser.add_argument("--episodes", type=_positive_int, default=None, help="first N bags only")
     parser.add_argument(
         "--max-flicker",
         type=_positive_float,
         default=1.5,
         help="most predicted label switches per ground-truth switch allowed",
     )
-    parser.add_argument("--step-hz", type=_positive_float, default=10.0, help="steps per second")
-    parser.add_argument(
-        "--sample-hz", type=_positive_float, default=10.0, help="clip frames per second"
-    )
-    parser.add_argument(
-        "--clip-stride",
-        type=_positive_int,
-        default=1,
-        help="clip frames are every Nth sampled frame (the node's clip_stride)",
-    )
-    parser.add_argument(
-        "--frame-size", type=_positive_int, default=None, help="resize frames while reading"
-    )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    parser.add_argument("--quiet", action="store_true", help="no progress messages")
     parser.set_defaults(handler=_cmd_tune_tracker)
 
 
@@ -217,17 +232,9 @@ def add_eval_parser(subparsers: Any) -> None:
             "See docs/evaluation.md."
         ),
     )
-    parser.add_argument(
-        "--checkpoint", default="", help="checkpoint folder or shipped name (default: the shipped)"
-    )
+    _add_replay_options(parser)
     parser.add_argument("--data", type=Path, required=True, help="folder of episode bags")
     parser.add_argument("--out", type=Path, required=True, help="report folder (created)")
-    parser.add_argument(
-        "--labels",
-        type=Path,
-        default=None,
-        help="YAML `labels: {label: prompt}` (default: config/robot_states.yaml)",
-    )
     parser.add_argument(
         "--reworded",
         type=Path,
@@ -236,35 +243,18 @@ def add_eval_parser(subparsers: Any) -> None:
         "(default: the built-in held-out prompts of the seven robot states)",
     )
     parser.add_argument(
-        "--query", default=None, help="query of the state readout (default: the model's default)"
-    )
-    parser.add_argument(
         "--retrieval-query",
         default=None,
         help="query the retrieval clips are embedded with (default: the model's default)",
     )
-    parser.add_argument("--episodes", type=_positive_int, default=None, help="first N bags only")
     parser.add_argument(
         "--quick",
         action="store_true",
         help=f"a fast look: the first {QUICK_EPISODES} bags (unless --episodes) and shorter "
         "selective-decoding sweeps",
     )
-    parser.add_argument("--step-hz", type=_positive_float, default=10.0, help="steps per second")
-    parser.add_argument(
-        "--sample-hz", type=_positive_float, default=10.0, help="clip frames per second"
-    )
-    parser.add_argument(
-        "--clip-stride",
-        type=_positive_int,
-        default=1,
-        help="clip frames are every Nth sampled frame (the node's clip_stride)",
-    )
     parser.add_argument(
         "--retrieval-clips", type=_positive_int, default=100, help="retrieval gallery size"
-    )
-    parser.add_argument(
-        "--frame-size", type=_positive_int, default=None, help="resize frames while reading"
     )
     parser.add_argument(
         "--max-text-length",
@@ -275,8 +265,5 @@ def add_eval_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--timelines", type=int, default=None, help="timeline plots for the first N episodes"
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the retrieval sample")
-    parser.add_argument("--quiet", action="store_true", help="no progress messages")
     parser.set_defaults(handler=_cmd_eval)

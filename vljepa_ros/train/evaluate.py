@@ -206,8 +206,8 @@ def _replay(
 
     stamps = np.asarray(episode.stamps_ns, dtype=np.int64)
     period = round(NS / step_hz)
-    clip_len, stride = pipe.clip_frames, pipe.config.clip_stride
-    sampled: deque[int] = deque(maxlen=(clip_len - 1) * stride + 1)
+    clip_cfg = pipe.cameras[CAMERA].buffer.config
+    sampled: deque[int] = deque(maxlen=clip_cfg.span)
     results: list[StepResult] = []
     clips: list[list[int]] = []
     next_frame, step_time = 0, int(stamps[0])
@@ -221,7 +221,8 @@ def _replay(
                 sampled.append(next_frame)
             next_frame += 1
         for result in pipe.step():
-            clip = [sampled[i] for i in clip_indices(len(sampled), clip_len, stride)]
+            picked = clip_indices(len(sampled), clip_cfg.frames, clip_cfg.stride)
+            clip = [sampled[i] for i in picked]
             if (stamps[clip[0]], stamps[clip[-1]]) != (result.clip_start_ns, result.stamp_ns):
                 raise RuntimeError("replay lost track of the clip buffer's frames")
             results.append(result)
