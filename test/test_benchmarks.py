@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from ros_support import python_env
 
 
@@ -24,8 +25,12 @@ def test_e2e_bench_reports_its_figures(micro_checkpoint: Path, tmp_path: Path) -
     for key in (
         "latency_p50_ms",
         "latency_p99_ms",
-        "model_only_p50_ms",
+        "node_model_p50_ms",
+        "model_only_paced_p50_ms",
+        "model_only_back_to_back_p50_ms",
         "overhead_ratio",
+        "overhead_ratio_vs_paced",
+        "overhead_ratio_vs_back_to_back",
         "steps_per_s_per_camera",
         "perception_cpu_percent",
         "perception_peak_rss_mb",
@@ -38,4 +43,7 @@ def test_e2e_bench_reports_its_figures(micro_checkpoint: Path, tmp_path: Path) -
     # the node's split of its latency comes through, and the model-only figure used its threads
     (split,) = figures["node_p50_ms"]
     assert all(split[key] > 0 for key in ("arrival_delay", "convert", "step", "latency")), split
-    assert figures["torch_threads"] >= 1
+    # the model call is part of the step, and the ratio is taken over it
+    assert 0 < split["model"] <= split["step"], split
+    ratio = figures["latency_p50_ms"] / figures["node_model_p50_ms"]
+    assert figures["overhead_ratio"] == pytest.approx(ratio, rel=0.05)

@@ -56,10 +56,12 @@ class _Stats:
         self.dropped: dict[str, int] = {}
         self.incompatible = 0  # publishers on the topic with an incompatible QoS or type
         self.latencies_ms: deque[float] = deque(maxlen=500)
-        # where the latency goes: capture stamp -> callback, conversion, model step
+        # where the latency goes: capture stamp -> callback, conversion, step (the model call
+        # in it on its own)
         self.arrival_ms: deque[float] = deque(maxlen=500)
         self.convert_ms: deque[float] = deque(maxlen=500)
         self.step_ms: deque[float] = deque(maxlen=500)
+        self.model_ms: deque[float] = deque(maxlen=500)
         self.frame_times: deque[float] = deque(maxlen=300)
         self.step_times: deque[float] = deque(maxlen=300)
         self.last_frame_wall: float | None = None
@@ -375,6 +377,7 @@ class PerceptionNode(LifecycleNode):
             )
         )
         stats.steps += 1
+        stats.model_ms.append(result.model_ms)
         stats.step_times.append(time.monotonic())
         stats.latencies_ms.append(latency_ms)
 
@@ -488,6 +491,7 @@ class PerceptionNode(LifecycleNode):
                 "arrival_delay_p50_ms": _percentiles(stats.arrival_ms)[0],
                 "convert_p50_ms": _percentiles(stats.convert_ms)[0],
                 "step_p50_ms": _percentiles(stats.step_ms)[0],
+                "model_p50_ms": _percentiles(stats.model_ms)[0],
                 "frames_received": stats.frames,
                 "steps_published": stats.steps,
                 "bad_frames": stats.bad,

@@ -11,6 +11,7 @@ model runs outside the lock, so offering a frame never waits for a step.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -56,6 +57,7 @@ class StepResult:
     embedding: np.ndarray  # (D,) float32, L2-normalised
     novelty: float  # cosine distance to this camera's previous step (0 for the first)
     state: StateEstimate
+    model_ms: float = 0.0  # wall time of the model call that embedded this clip (and its batch)
 
 
 @dataclass
@@ -142,6 +144,12 @@ class PerceptionPipeline:
         if scale >= 1.0:
             return frame
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        # Area averaging by a fractional factor is about 3x slower in OpenCV than by exactly 2,
+        # so large frames are halved first: 640x480 -> 85x64 takes 0.22 ms instead of 0.59 ms
+        # here, within one grey level on average of the direct resize.
+        while min(h, w) >= 4 * self._short_edge:
+            h, w = h // 2, w // 2
+            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
         return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
     def offer(self, camera: str, frame: np.ndarray, stamp_ns: int, now_ns: int) -> PushOutcome:
@@ -214,10 +222,14 @@ class PerceptionPipeline:
         for name, clip in clips.items():
             groups.setdefault(clip.frames.shape, []).append(name)
         embeddings: dict[str, np.ndarray] = {}
+        model_ms: dict[str, float] = {}
         for group in groups.values():
             batch = np.stack([clips[name].frames for name in group])  # (B, T, H, W, 3)
+            start = time.perf_counter()
             out = self.runtime.embed_clips(batch, self.config.query).numpy()
+            elapsed = (time.perf_counter() - start) * 1000
             embeddings.update(zip(group, out.astype(np.float32), strict=True))
+            model_ms.update(dict.fromkeys(group, elapsed))
         results = []
         with self._lock:
             for name, clip in clips.items():
@@ -225,9 +237,9 @@ class PerceptionPipeline:
                 previous = cam.last_embedding
                 novelty = 0.0 if previous is None else float(1.0 - previous @ vector)
                 state = cam.tracker.step(vector, clip.end_ns)
-                results.append(
-                    StepResult(name, cam.seq, clip.end_ns, clip.start_ns, vector, novelty, state)
-                )
+                result = StepResult(name, cam.seq, clip.end_ns, clip.start_ns, vector, novelty,
+                                    state, model_ms=model_ms[name])  # fmt: skip
+                results.append(result)
                 cam.seq += 1
                 cam.last_embedding = vector
         return results
