@@ -5,8 +5,10 @@ set rate and size with real capture stamps, the perception node in its own proce
 process consuming the embeddings. It reports capture-to-publication latency p50/p99 (the node's
 latency_ms, from the header stamps), capture-to-receipt latency, the step rate per camera, input
 frames dropped or stale (from the node's /diagnostics), CPU use and peak resident memory of the
-perception process, and the overhead ratio: end-to-end p50 over the model-only p50 measured in
-the same run, before the graph starts. With --minutes it also reports per-minute figures (soak):
+perception process, and the overhead ratio: end-to-end p50 over the p50 of the model call timed
+inside the node in the same run (what the pipeline adds to the model). For reference it also
+times the model alone in this process before the graph starts, back to back and at the node's
+step rate, with the ratios over those. With --minutes it also reports per-minute figures (soak):
 memory growth after the first minute, last-minute p99 over first-minute p99, and whether every
 step's seq is accounted for.
 
