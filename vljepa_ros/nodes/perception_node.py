@@ -399,7 +399,7 @@ class PerceptionNode(LifecycleNode):
             kwargs["incompatible_type"] = lambda _info: incompatible("message type")
         return SubscriptionEventCallbacks(**kwargs)
 
-    def _announce_silence(self, camera: str) -> None:
+    def _announce_silence(self, camera: str, why: str) -> None:
         """A silent camera's label becomes unknown: one StateLabel says so (no step runs)."""
         if self.pipeline is None:
             return
@@ -415,7 +415,8 @@ class PerceptionNode(LifecycleNode):
                 since=ns_to_stamp(now),
             )
         )
-        self.get_logger().error(f"camera {camera or 'image'} is silent; label set to unknown")
+        topic = dict(zip(self.cameras, self.values["image_topics"], strict=True))[camera]
+        self.get_logger().error(f"camera {camera or 'image'} on {topic}: {why}; label unknown")
 
     def _publish_info(self) -> None:
         if self.pipeline is None:
@@ -472,7 +473,7 @@ class PerceptionNode(LifecycleNode):
                 )
                 if camera not in self._silent:
                     self._silent.add(camera)
-                    self._announce_silence(camera)
+                    self._announce_silence(camera, status.message)
             elif recent := stats.recent_problems(now_wall):
                 status.level = DiagnosticStatus.WARN
                 status.message = (
