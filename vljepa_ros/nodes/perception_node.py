@@ -415,7 +415,8 @@ class PerceptionNode(LifecycleNode):
                 since=ns_to_stamp(now),
             )
         )
-        topic = dict(zip(self.cameras, self.values["image_topics"], strict=True))[camera]
+        topics = [sub.topic_name for sub in self._subs] or self.values["image_topics"]
+        topic = dict(zip(self.cameras, topics, strict=True))[camera]  # resolved, remapped
         self.get_logger().error(f"camera {camera or 'image'} on {topic}: {why}; label unknown")
 
     def _publish_info(self) -> None:
