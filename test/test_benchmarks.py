@@ -43,6 +43,7 @@ def test_e2e_bench_reports_its_figures(micro_checkpoint: Path, tmp_path: Path) -
     # the node's split of its latency comes through, and the model-only figure used its threads
     (split,) = figures["node_p50_ms"]
     assert all(split[key] > 0 for key in ("arrival_delay", "convert", "step", "latency")), split
+    assert figures["torch_threads"] >= 1
     # the model call is part of the step, and the ratio is taken over it
     assert 0 < split["model"] <= split["step"], split
     ratio = figures["latency_p50_ms"] / figures["node_model_p50_ms"]

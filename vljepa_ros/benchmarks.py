@@ -101,8 +101,8 @@ def model_only_latency(
 ) -> dict[str, float]:
     """p50 ms of embedding one clip (T shrunk frames, preprocessing included), in this process,
     with as many torch threads as the node uses: back to back, and one clip every 1/step_hz s
-    as the node runs it (on this machine a model that rests between steps takes 1.5-1.8 ms
-    longer per step than one run back to back; docs/benchmarks.md)."""
+    as the node runs it (on this machine a model called every 100 ms takes 1.2-1.8 ms longer
+    per call than one called back to back; docs/benchmarks.md)."""
     import torch
 
     torch.set_num_threads(threads)
