@@ -415,8 +415,7 @@ class PerceptionNode(LifecycleNode):
                 since=ns_to_stamp(now),
             )
         )
-        topics = [sub.topic_name for sub in self._subs] or self.values["image_topics"]
-        topic = dict(zip(self.cameras, topics, strict=True))[camera]  # resolved, remapped
+        topic = self._subs[self.cameras.index(camera)].topic_name  # resolved, remapped
         self.get_logger().error(f"camera {camera or 'image'} on {topic}: {why}; label unknown")
 
     def _publish_info(self) -> None:

@@ -57,7 +57,7 @@ class StepResult:
     embedding: np.ndarray  # (D,) float32, L2-normalised
     novelty: float  # cosine distance to this camera's previous step (0 for the first)
     state: StateEstimate
-    model_ms: float = 0.0  # wall time of the model call that embedded this clip (and its batch)
+    model_ms: float  # wall time of the model call that embedded this clip (and its batch)
 
 
 @dataclass
