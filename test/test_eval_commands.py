@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from vljepa_ros.labels import read_label_set, read_labels_file
 from vljepa_ros.train.eval_commands import add_eval_parser, add_tune_parser
 
 
@@ -134,6 +135,35 @@ def test_tune_tracker_writes_a_parameter_file(
     values = load_params_file(out)["perception_node"]
     assert 0.0 <= values["exit_threshold"] <= values["enter_threshold"] <= 1.0
     assert "stabilised accuracy" in out.read_text()
+    # the counted transition rates go into a labels file that the parameter file names
+    labels_file = tmp_path / "tracker_labels.yaml"
+    assert f"wrote {labels_file} (label prompts, 42 transition rates)" in printed
+    assert values["labels_file"] == str(labels_file.resolve())
+    labels, transitions = read_label_set(labels_file)
+    assert labels == read_labels_file(None)
+    assert len(transitions) == len(labels) * (len(labels) - 1)
+    assert all(rate > 0 for _, _, rate in transitions)
+    reaching = {target: rate for source, target, rate in transitions if source == "reaching"}
+    assert max(reaching, key=reaching.__getitem__) == "grasping"  # what the episodes do
+
+
+def test_tune_tracker_without_transitions_names_a_labels_file_without_rates(
+    micro_checkpoint: Path, bags: Path, tmp_path: Path
+) -> None:
+    """--no-transitions: tuned without a transition model, and the labels file the parameters
+    name has none either (the default file's rates would not match the tuning)."""
+    from vljepa_ros.params import load_params_file, pipeline_config
+
+    out = tmp_path / "tracker.yaml"
+    args = parse(
+        "--checkpoint", str(micro_checkpoint), "--data", str(bags), "--out", str(out), "--quiet",
+        "--no-transitions", "--episodes", "1", command="tune-tracker",
+    )  # fmt: skip
+    assert args.handler(args) == 0
+    values = load_params_file(out)["perception_node"]
+    assert values["labels_file"] == str((tmp_path / "tracker_labels.yaml").resolve())
+    assert read_label_set(values["labels_file"])[1] == ()
+    assert pipeline_config(values, "q").tracker.transitions == ()
 
 
 def test_tune_tracker_bad_input_exits_2(tmp_path: Path, capsys) -> None:

@@ -190,22 +190,40 @@ def test_evaluate_reports_numbers_in_range(runtime, bags: list[Path]) -> None:
         ("labels: []\n", "must hold"),
         ("other: {a: x}\n", "must hold"),
         ("labels: {a: x\n", "not valid YAML"),
+        ("labels: {a: x}\ntransitions: {}\n", None),
+        ("labels: {a: x}\nextra: 1\n", "nothing else"),
+        ("labels: {a: x}\ntransitions: [a]\n", "must be {from: {to: rate}}"),
+        ("labels: {a: x}\ntransitions: {a: {b: 1.0}}\n", "names 'b', which is not one"),
+        ("labels: {a: x}\ntransitions: {a: {a: 1.0}}\n", "from a label to itself"),
+        ("labels: {a: x, b: y}\ntransitions: {a: {b: -1}}\n", "needs a rate >= 0"),
+        ("labels: {a: x, b: y}\ntransitions: {a: {b: fast}}\n", "needs a rate >= 0"),
+        ("labels: {a: x, b: y}\ntransitions: {a: b}\n", "transitions of 'a' must be"),
     ],
 )
 def test_load_labels(tmp_path: Path, content: str, message: str | None) -> None:
-    """A labels file holds `labels: {label: prompt}`; anything else is a clear error."""
+    """A labels file holds `labels: {label: prompt}` and optionally `transitions`; anything
+    else is a clear error."""
     path = tmp_path / "labels.yaml"
     path.write_text(content)
     if message is None:
         assert evaluate.load_labels(path) == {"a": "x"}
+        assert evaluate.load_label_set(path) == ({"a": "x"}, ())
     else:
         with pytest.raises(evaluate.EvalError, match=message):
             evaluate.load_labels(path)
 
 
 def test_default_labels_are_the_robot_states() -> None:
-    """Without a file, the package's robot_states.yaml gives the seven canonical states."""
-    assert list(evaluate.load_labels()) == list(STATES)
+    """Without a file, the package's robot_states.yaml gives the seven canonical states, with
+    a rate for every change between them, and the evaluation's default tracker uses them."""
+    labels, transitions = evaluate.load_label_set()
+    assert list(labels) == list(STATES)
+    assert len(transitions) == len(STATES) * (len(STATES) - 1)
+    rates = {(a, b): rate for a, b, rate in transitions}
+    for before, after in zip(STATES, [*STATES[1:], STATES[0]], strict=True):
+        # the pick-and-place cycle is far likelier than any other change out of a state
+        assert rates[(before, after)] == max(r for (a, _), r in rates.items() if a == before)
+    assert evaluate.EvalConfig().tracker.transitions == transitions
 
 
 def test_load_rewordings_accepts_lists_and_strings(tmp_path: Path) -> None:

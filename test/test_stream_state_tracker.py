@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vljepa_ros.stream.state_tracker import UNKNOWN, StateTracker, StateTrackerConfig
+from vljepa_ros.stream.state_tracker import (
+    UNKNOWN,
+    StateTracker,
+    StateTrackerConfig,
+    transition_generator,
+    transition_matrix,
+)
 
 NS = 1_000_000_000
 LABELS = ["idle", "reaching", "grasping"]
@@ -127,6 +133,9 @@ def test_bad_labels_are_rejected(labels: list, matrix: np.ndarray, message: str)
         {"enter_threshold": 0.2, "exit_threshold": 0.3},
         {"min_dwell": -1},
         {"top_k": 0},
+        {"transitions": (("idle", "idle", 0.5),)},
+        {"transitions": (("idle", "reaching", -0.5),)},
+        {"transitions": (("idle", "reaching", 0.5), ("idle", "reaching", 0.1))},
     ],
 )
 def test_bad_configuration_is_rejected(kwargs: dict) -> None:
@@ -139,3 +148,70 @@ def test_wrong_embedding_size_is_rejected() -> None:
     """An embedding of another dimension than the labels' raises ValueError."""
     with pytest.raises(ValueError, match="values"):
         _tracker().step(np.ones(5, dtype=np.float32), 0)
+
+
+# A task that only ever goes idle -> reaching -> grasping -> idle, about every 2 s.
+CYCLE = (("idle", "reaching", 0.5), ("reaching", "grasping", 0.5), ("grasping", "idle", 0.5))
+RAW = {"smoothing": 1.0, "min_dwell": 0.0, "switch_margin": 0.0, "enter_threshold": 0.4,
+       "exit_threshold": 0.1, "temperature": 0.3}  # fmt: skip
+
+
+def test_transition_matrix_is_the_markov_chain_over_the_interval() -> None:
+    """Rows are probabilities; no time is the identity; two intervals compose; a two-state
+    chain matches its closed form P(stay in a) = (b + a exp(-(a + b) t)) / (a + b)."""
+    rates = transition_generator(LABELS, CYCLE)
+    assert rates is not None
+    np.testing.assert_allclose(rates.sum(axis=1), 0.0, atol=1e-12)
+    np.testing.assert_allclose(transition_matrix(rates, 0.0), np.eye(3))
+    tenth = transition_matrix(rates, 0.1)
+    np.testing.assert_allclose(tenth.sum(axis=1), 1.0)
+    np.testing.assert_allclose(transition_matrix(rates, 0.2), tenth @ tenth, atol=1e-9)
+    a, b, t = 0.7, 0.2, 3.0
+    two = transition_generator(["a", "b"], (("a", "b", a), ("b", "a", b)))
+    assert two is not None
+    stay = transition_matrix(two, t)[0, 0]
+    assert stay == pytest.approx((b + a * np.exp(-(a + b) * t)) / (a + b), rel=1e-9)
+    assert transition_generator(LABELS, ()) is None
+
+
+def test_transition_model_ignores_a_step_the_task_does_not_take() -> None:
+    """Idle, then one clear 'grasping' step: without the transition model the bare tracker
+    jumps to it; with it (idle never goes straight to grasping) the label stays idle."""
+    steps = [0] * 10 + [2] + [0] * 5
+    bare = _run(_tracker(**RAW), steps)
+    assert bare[10].label == "grasping"
+    modelled = _run(_tracker(**RAW, transitions=CYCLE), steps)
+    assert [e.label for e in modelled[1:]] == ["idle"] * 15
+    assert modelled[10].instant_label == "grasping"  # the instant label is not filtered
+
+
+def test_transition_model_follows_the_changes_the_task_makes() -> None:
+    """Idle -> reaching -> grasping, 1 s each at 10 Hz: the filtered label follows each change
+    within two steps."""
+    out = _run(_tracker(**RAW, transitions=CYCLE), [0] * 10 + [1] * 10 + [2] * 10)
+    labels = [e.label for e in out]
+    assert labels[:10] == ["idle"] * 10
+    assert labels[12:20] == ["reaching"] * 8
+    assert labels[22:] == ["grasping"] * 8
+
+
+def test_transition_model_carries_the_belief_over_the_real_interval() -> None:
+    """A clear 'grasping' step after idle wins only when enough time has passed for the task
+    to have gone through reaching: the belief is carried over the stamps' interval."""
+    soon = _tracker(**RAW, transitions=CYCLE)
+    _run(soon, [0] * 10)
+    assert soon.step(EYE[2], 1 * NS).label == "idle"  # 0.1 s after the last step
+    late = _tracker(**RAW, transitions=CYCLE)
+    _run(late, [0] * 10)
+    assert late.step(EYE[2], 9 * NS).label == "grasping"  # 8 s later: anything may have happened
+
+
+def test_transitions_must_name_the_labels() -> None:
+    """Rates naming a label the tracker does not have are rejected, also on set_labels, and
+    the tracker keeps its labels."""
+    with pytest.raises(ValueError, match="'dancing', which is not a label"):
+        StateTracker(LABELS, EYE, StateTrackerConfig(transitions=(("idle", "dancing", 1.0),)))
+    tracker = _tracker(transitions=CYCLE)
+    with pytest.raises(ValueError, match="'idle', which is not a label"):
+        tracker.set_labels(["holding", "empty"], EYE[:2])
+    assert tracker.labels == LABELS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,17 @@ GRID = tune.TrackerGrid(
 )
 
 
-def noisy_stream(seed: int, flip: float = 0.1, hz: float = 10.0) -> tune.LabelledStream:
-    """Scenes of 2-4 s; each step points at its true label, except a `flip` share of steps
-    that point at a random wrong one (the odd steps a stabiliser should ride over)."""
+def noisy_stream(
+    seed: int, flip: float = 0.1, hz: float = 10.0, ordered: bool = False
+) -> tune.LabelledStream:
+    """Scenes of 2-4 s (random labels, or cycling idle -> reaching -> grasping when
+    `ordered`); each step points at its true label, except a `flip` share of steps that point at
+    a random wrong one (the odd steps a stabiliser should ride over)."""
     rng = np.random.default_rng(seed)
     truth: list[str] = []
-    for _ in range(8):
-        truth += [LABELS[int(rng.integers(3))]] * int(rng.integers(20, 41))
+    for k in range(8):
+        label = LABELS[k % 3] if ordered else LABELS[int(rng.integers(3))]
+        truth += [label] * int(rng.integers(20, 41))
     vectors = []
     for label in truth:
         index = LABELS.index(label)
@@ -90,3 +95,55 @@ def test_written_parameter_file_loads_into_the_node_configuration(tmp_path: Path
     values = load_params_file(path)["perception_node"]
     tracker = pipeline_config(values, "what is the robot doing?").tracker
     assert tracker == trials[0].config
+
+
+def test_transition_rates_are_changes_over_time_in_the_state() -> None:
+    """idle 1 s, reaching 1 s, idle 1 s at 10 Hz: idle is left once in its 1.9 s (the last
+    step has no interval after it), reaching once in 1.0 s; pairs never seen get the prior."""
+    truth = ["idle"] * 10 + ["reaching"] * 10 + ["idle"] * 10
+    stream = tune.LabelledStream(
+        np.arange(30, dtype=np.int64) * NS // 10, np.eye(30, 8, dtype=np.float32), truth
+    )
+    rates = {(a, b): r for a, b, r in tune.estimate_transitions([stream], LABELS, prior=0.0)}
+    assert rates == {("idle", "reaching"): pytest.approx(1 / 1.9, abs=1e-4),
+                     ("reaching", "idle"): pytest.approx(1.0)}  # fmt: skip
+    rates = {(a, b): r for a, b, r in tune.estimate_transitions([stream], LABELS, prior=0.5)}
+    assert len(rates) == 6
+    assert rates[("idle", "reaching")] == pytest.approx(1.25 / 1.9, abs=1e-4)
+    assert rates[("reaching", "grasping")] == pytest.approx(0.25, abs=1e-4)
+    # grasping never occurs: it is left at the prior's pace over all 2.9 s
+    assert rates[("grasping", "idle")] == pytest.approx(0.25 / 2.9, abs=1e-4)
+    with pytest.raises(ValueError, match=r"\['dancing'\] are not among"):
+        tune.estimate_transitions(
+            [tune.LabelledStream(stream.stamps_ns, stream.embeddings, ["dancing"] * 30)], LABELS
+        )
+
+
+def test_transition_model_rides_over_steps_the_task_does_not_take() -> None:
+    """Streams that cycle idle -> reaching -> grasping, with 10% odd steps, no smoothing or
+    dwell: with rates counted from them the tracker is more accurate and flickers less than
+    half as much as the same setting without (half of the odd steps go backwards in the cycle,
+    a change the task never makes)."""
+    streams = [noisy_stream(seed, ordered=True) for seed in range(3)]
+    transitions = tune.estimate_transitions(streams, LABELS)
+    raw = StateTrackerConfig(temperature=0.3, smoothing=1.0, switch_margin=0.0, min_dwell=0.0)
+    plain = tune.run_trial(raw, streams, LABELS, MATRIX)
+    modelled = tune.run_trial(
+        dataclasses.replace(raw, transitions=transitions), streams, LABELS, MATRIX
+    )
+    assert modelled.accuracy > plain.accuracy + 0.03
+    assert modelled.flicker < plain.flicker / 2
+
+
+def test_written_labels_file_carries_the_rates_to_the_node(tmp_path: Path) -> None:
+    """write_transitions + write_params: the node's configuration gets prompts and rates."""
+    streams = [noisy_stream(0, ordered=True)]
+    transitions = tune.estimate_transitions(streams, LABELS)
+    prompts = {label: f"the arm is {label}" for label in LABELS}
+    labels_path = tune.write_transitions(prompts, transitions, tmp_path / "labels.yaml", "t")
+    trial = tune.run_trial(StateTrackerConfig(transitions=transitions), streams, LABELS, MATRIX)
+    path = tune.write_params(trial, tmp_path / "tracker.yaml", "test", labels_path)
+    values = load_params_file(path)["perception_node"]
+    config = pipeline_config(values, "what is the robot doing?")
+    assert dict(config.labels) == prompts
+    assert config.tracker.transitions == transitions

@@ -1,5 +1,6 @@
-"""Label files: `labels: {label: prompt}` in YAML, read the same way by the nodes, training and
-evaluation (only PyYAML is imported here)."""
+"""Label files: `labels: {label: prompt}` in YAML, optionally with `transitions: {from: {to:
+rate}}` (state changes per second, for the state tracker), read the same way by the nodes,
+training and evaluation (only PyYAML is imported here)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,24 @@ DEFAULT_LABELS_FILE = Path(__file__).resolve().parents[1] / "config" / "robot_st
 
 
 def read_labels_file(path: str | Path | None = None) -> dict[str, str]:
-    """label -> prompt, in file order, from a YAML file holding exactly one key, `labels`
-    (default: the package's config/robot_states.yaml, the seven robot states).
+    """label -> prompt, in file order, from a YAML file holding `labels` and optionally
+    `transitions` (default: the package's config/robot_states.yaml, the seven robot states).
 
     Raises:
         ValueError: naming the file and the problem: unreadable, not YAML, another layout, no
-            label, or an empty label or prompt.
+            label, an empty label or prompt, or a malformed `transitions`.
+    """
+    return read_label_set(path)[0]
+
+
+def read_label_set(
+    path: str | Path | None = None,
+) -> tuple[dict[str, str], tuple[tuple[str, str, float], ...]]:
+    """label -> prompt as read_labels_file, and (from, to, changes per second) from the file's
+    `transitions` (empty without).
+
+    Raises:
+        ValueError: as read_labels_file.
     """
     path = Path(path) if path else DEFAULT_LABELS_FILE
     try:
@@ -25,9 +38,14 @@ def read_labels_file(path: str | Path | None = None) -> dict[str, str]:
         raise ValueError(f"labels file {path} cannot be read: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise ValueError(f"labels file {path} is not valid YAML: {exc}") from exc
-    layout_ok = isinstance(data, dict) and set(data) == {"labels"}
+    layout_ok = (
+        isinstance(data, dict) and "labels" in data and set(data) <= {"labels", "transitions"}
+    )
     if not layout_ok or not isinstance(data["labels"], dict):
-        raise ValueError(f"labels file {path} must hold exactly one key, labels: {{label: prompt}}")
+        raise ValueError(
+            f"labels file {path} must hold labels: {{label: prompt}} and optionally "
+            "transitions: {from: {to: rate}}, nothing else"
+        )
     if not data["labels"]:
         raise ValueError(f"labels file {path}: labels is empty; give at least one label: prompt")
     labels: dict[str, str] = {}
@@ -37,4 +55,34 @@ def read_labels_file(path: str | Path | None = None) -> dict[str, str]:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"labels file {path}: label {label!r} needs a non-empty prompt")
         labels[label] = prompt
-    return labels
+    return labels, _transitions(path, data.get("transitions") or {}, labels)
+
+
+def _transitions(
+    path: Path, section: object, labels: dict[str, str]
+) -> tuple[tuple[str, str, float], ...]:
+    if not isinstance(section, dict):
+        raise ValueError(f"labels file {path}: transitions must be {{from: {{to: rate}}}}")
+    out = []
+    for source, targets in section.items():
+        if not isinstance(targets, dict):
+            raise ValueError(f"labels file {path}: transitions of {source!r} must be {{to: rate}}")
+        for target, rate in targets.items():
+            for name in (source, target):
+                if name not in labels:
+                    raise ValueError(
+                        f"labels file {path}: transition {source} -> {target} names "
+                        f"{name!r}, which is not one of its labels"
+                    )
+            if source == target:
+                raise ValueError(
+                    f"labels file {path}: transition {source} -> {target} goes from a label to "
+                    "itself; list only changes"
+                )
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1e6:
+                raise ValueError(
+                    f"labels file {path}: transition {source} -> {target} needs a rate >= 0 "
+                    f"(changes per second), got {rate!r}"
+                )
+            out.append((source, target, float(rate)))
+    return tuple(out)

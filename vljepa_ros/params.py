@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from vljepa_ros.labels import read_labels_file
+from vljepa_ros.labels import read_label_set
 from vljepa_ros.stream.pipeline import PipelineConfig
 from vljepa_ros.stream.segmenter import SegmenterConfig
 from vljepa_ros.stream.state_tracker import StateTrackerConfig
@@ -114,7 +114,9 @@ PERCEPTION: list[Param] = [
     Param(
         "labels_file",
         "",
-        "YAML file with `labels: {label: prompt}`; empty: the package's config/robot_states.yaml.",
+        "YAML file with `labels: {label: prompt}` and optionally `transitions: {from: {to: "
+        "rate}}` (state changes per second, the state tracker's transition model); empty: the "
+        "package's config/robot_states.yaml.",
     ),
     Param(
         "labels",
@@ -267,8 +269,11 @@ SIM_CAMERA: list[Param] = [
 ]  # fmt: skip
 
 
-def load_labels(values: dict[str, Any]) -> dict[str, str]:
-    """label -> prompt from the inline `labels` parameter or the YAML `labels_file`.
+def load_labels(
+    values: dict[str, Any],
+) -> tuple[dict[str, str], tuple[tuple[str, str, float], ...]]:
+    """label -> prompt, and the tracker's transition rates, from the inline `labels` parameter
+    (no rates) or the YAML `labels_file` (its optional `transitions`).
 
     Raises:
         ValueError: a missing or malformed file, or a malformed inline entry.
@@ -281,15 +286,16 @@ def load_labels(values: dict[str, Any]) -> dict[str, str]:
             if not sep or not name.strip() or not prompt.strip():
                 raise ValueError(f"labels entry {entry!r} is not 'label: prompt'")
             labels[name.strip()] = prompt.strip()
-        return labels
-    return read_labels_file(values["labels_file"] or None)
+        return labels, ()
+    return read_label_set(values["labels_file"] or None)
 
 
 def pipeline_config(values: dict[str, Any], default_query: str) -> PipelineConfig:
     """The typed pipeline configuration from parameter values (ValueError if invalid)."""
+    labels, transitions = load_labels(values)
     return PipelineConfig(
         query=values["query"] or default_query,
-        labels=load_labels(values),
+        labels=labels,
         sample_hz=values["sample_hz"],
         clip_stride=values["clip_stride"],
         max_input_age=values["max_input_age"],
@@ -302,6 +308,7 @@ def pipeline_config(values: dict[str, Any], default_query: str) -> PipelineConfi
             switch_margin=values["switch_margin"],
             min_dwell=values["min_dwell"],
             top_k=values["top_k"],
+            transitions=transitions,
         ),
     )
 

@@ -63,7 +63,14 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
         "--labels",
         type=Path,
         default=None,
-        help="YAML `labels: {label: prompt}` (default: config/robot_states.yaml)",
+        help="YAML `labels: {label: prompt}` with optional `transitions` (default: "
+        "config/robot_states.yaml)",
+    )
+    parser.add_argument(
+        "--no-transitions",
+        action="store_true",
+        help="state tracker without a transition model (ignore or do not count the labels "
+        "file's transition rates)",
     )
     parser.add_argument(
         "--query", default=None, help="query of the state readout (default: the model's default)"
@@ -93,13 +100,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from vljepa_ros.model import ModelError
+    from vljepa_ros.stream.state_tracker import StateTrackerConfig
     from vljepa_ros.train import evaluate, report, selective
 
     torch.manual_seed(args.seed)
     started, say = _start(args, "eval")
 
     try:
-        labels = evaluate.load_labels(args.labels)
+        labels, transitions = evaluate.load_label_set(args.labels)
         rewordings = evaluate.load_rewordings(args.reworded) if args.reworded else None
         bags = evaluate.find_bags(args.data)
         episodes = args.episodes or (QUICK_EPISODES if args.quick else None)
@@ -112,6 +120,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             step_hz=args.step_hz,
             sample_hz=args.sample_hz,
             clip_stride=args.clip_stride,
+            tracker=StateTrackerConfig(transitions=() if args.no_transitions else transitions),
             retrieval_clips=args.retrieval_clips,
             frame_size=args.frame_size,
             max_text_length=args.max_text_length,
@@ -140,12 +149,13 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
     file; 2 on bad input."""
     from vljepa_ros.data.bag import read_episode
     from vljepa_ros.model import ModelError
+    from vljepa_ros.stream.state_tracker import StateTrackerConfig
     from vljepa_ros.train import evaluate, tune
 
     started, say = _start(args, "tune")
 
     try:
-        labels = evaluate.load_labels(args.labels)
+        labels, file_transitions = evaluate.load_label_set(args.labels)
         bags = evaluate.find_bags(args.data)[: args.episodes]
         config = evaluate.EvalConfig(
             labels=labels,
@@ -153,6 +163,7 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
             step_hz=args.step_hz,
             sample_hz=args.sample_hz,
             clip_stride=args.clip_stride,
+            tracker=StateTrackerConfig(transitions=file_transitions),
         )
         runtime = _load_runtime(args)
         streams = []
@@ -161,14 +172,19 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
             episode = read_episode(path, size=args.frame_size)
             streams.append(evaluate.labelled_stream(runtime, episode, config, path.name))
         matrix = runtime.encode_texts(list(labels.values())).numpy()
+        transitions = (
+            () if args.no_transitions else tune.estimate_transitions(streams, list(labels))
+        )
         grid = tune.TrackerGrid()
-        say(f"{len(grid.configs(config.tracker))} tracker settings over {len(streams)} episodes")
+        base = StateTrackerConfig(transitions=transitions)
+        say(f"{len(grid.configs(base))} tracker settings over {len(streams)} episodes")
         trials = tune.tune_tracker(
             streams,
             list(labels),
             matrix,
             grid,
             args.max_flicker,
+            base=base,
             progress=lambda done, total: (
                 say(f"{done}/{total} settings") if done % 200 == 0 else None
             ),
@@ -189,7 +205,11 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
     if best.flicker > args.max_flicker:
         print(f"no setting keeps flicker within {args.max_flicker:g}; the best is written anyway")
     note = f"{len(streams)} episodes from {args.data}, checkpoint {args.checkpoint or 'default'}"
-    path = tune.write_params(best, args.out, note)
+    # the labels file goes with the settings: they were tuned with its rates (or without any)
+    labels_path = args.labels_out or args.out.with_name(f"{args.out.stem}_labels.yaml")
+    tune.write_transitions(labels, transitions, labels_path, note)
+    print(f"wrote {labels_path} (label prompts, {len(transitions)} transition rates)")
+    path = tune.write_params(best, args.out, note, labels_path.resolve())
     print(f"wrote {path} ({time.perf_counter() - started:.0f} s)")
     return 0
 
@@ -203,13 +223,21 @@ def add_tune_parser(subparsers: Any) -> None:
             "Replay annotated episode bags (not the ones you evaluate on) through the "
             "perception pipeline, run every setting of a grid of the state tracker's "
             "temperature, smoothing, enter/exit thresholds, switch margin and minimum dwell, "
-            "and write the most accurate one whose flicker stays within --max-flicker as a "
-            "perception_node parameter file. See docs/evaluation.md."
+            "with transition rates counted from the bags' ground truth, and write the most "
+            "accurate one whose flicker stays within --max-flicker as a perception_node "
+            "parameter file, with the prompts and rates in a labels file it names. See "
+            "docs/evaluation.md."
         ),
     )
     _add_replay_options(parser)
     parser.add_argument("--data", type=Path, required=True, help="folder of annotated bags")
     parser.add_argument("--out", type=Path, required=True, help="parameter file to write")
+    parser.add_argument(
+        "--labels-out",
+        type=Path,
+        default=None,
+        help="labels file with the counted transition rates (default: OUT's name + _labels.yaml)",
+    )
     parser.add_argument(
         "--max-flicker",
         type=_positive_float,

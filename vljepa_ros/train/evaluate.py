@@ -33,7 +33,7 @@ import numpy as np
 import yaml
 
 from vljepa_ros.data.captions import HELDOUT_PROMPTS
-from vljepa_ros.labels import read_labels_file
+from vljepa_ros.labels import read_label_set
 from vljepa_ros.stream.state_tracker import UNKNOWN, StateTrackerConfig
 from vljepa_ros.train import metrics, selective
 from vljepa_ros.train.tune import LabelledStream, track
@@ -68,17 +68,29 @@ class EvalError(ValueError):
 # --------------------------------------------------------------------------- inputs
 
 
-def load_labels(path: str | Path | None = None) -> dict[str, str]:
-    """label -> prompt from a YAML file holding `labels: {label: prompt}` (default: the
-    package's config/robot_states.yaml, the perception node's default).
+def load_label_set(
+    path: str | Path | None = None,
+) -> tuple[dict[str, str], tuple[tuple[str, str, float], ...]]:
+    """label -> prompt, and the state tracker's transition rates, from a labels file (default:
+    the package's config/robot_states.yaml, the perception node's default).
 
     Raises:
         EvalError: unreadable or malformed file.
     """
     try:
-        return read_labels_file(path)
+        return read_label_set(path)
     except ValueError as exc:
         raise EvalError(str(exc)) from exc
+
+
+def load_labels(path: str | Path | None = None) -> dict[str, str]:
+    """label -> prompt of a labels file, as load_label_set."""
+    return load_label_set(path)[0]
+
+
+def default_tracker() -> StateTrackerConfig:
+    """The perception node's default tracker: the default labels file's transition rates."""
+    return StateTrackerConfig(transitions=load_label_set()[1])
 
 
 def load_rewordings(path: str | Path) -> dict[str, tuple[str, ...]]:
@@ -133,7 +145,7 @@ class EvalConfig:
     step_hz: float = 10.0
     sample_hz: float = 10.0
     clip_stride: int = 1
-    tracker: StateTrackerConfig = field(default_factory=StateTrackerConfig)
+    tracker: StateTrackerConfig = field(default_factory=default_tracker)
     retrieval_clips: int = 100
     max_text_length: int = 32
     frame_size: int | None = None  # resize frames to size x size while reading (memory bound)

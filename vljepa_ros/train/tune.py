@@ -5,8 +5,11 @@ switch margin and a minimum dwell. Their best values depend on the model (how fa
 label similarities are) and on the robot (how long its states last), so they are chosen on
 annotated episodes that are not the ones a model is evaluated on: every setting of a grid
 is run over the episodes' embedding streams, and the most accurate one whose flicker stays
-within a bound wins (ties: higher edit score). `vljepa tune-tracker` replays the bags with a
-checkpoint, runs this, and writes the winner as a parameter file for the perception node.
+within a bound wins (ties: higher edit score). The tracker's transition rates (how often the
+task goes from one state to another) are counted from the same episodes' ground truth
+(`estimate_transitions`). `vljepa tune-tracker` replays the bags with a checkpoint, runs this,
+and writes the winner as a parameter file for the perception node, and the rates into a labels
+file beside it.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class LabelledStream:
 class TrackerGrid:
     """The values tried for each tuned setting (settings with exit > enter are skipped)."""
 
-    temperature: tuple[float, ...] = (0.05, 0.08, 0.12, 0.2)
+    temperature: tuple[float, ...] = (0.05, 0.08, 0.12, 0.2, 0.3)
     smoothing: tuple[float, ...] = (0.2, 0.4, 0.7, 1.0)
     enter_threshold: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
     exit_threshold: tuple[float, ...] = (0.1, 0.2, 0.3)
@@ -81,6 +84,76 @@ class Trial:
     macro_f1: float
     edit: float
     flicker: float  # predicted switches per minute / ground-truth switches per minute
+
+
+def estimate_transitions(
+    streams: Sequence[LabelledStream], labels: Sequence[str], prior: float = 0.5
+) -> tuple[tuple[str, str, float], ...]:
+    """Transition rates (from, to, changes per second) between `labels`, counted from the
+    streams' ground truth: changes from a state to another over the time spent in the state.
+    Every pair gets `prior` / (L - 1) extra changes, so a change never seen in these episodes
+    is rare, not impossible. A label never seen in the truth is left at the prior's pace over
+    the whole time of the streams.
+
+    Raises:
+        ValueError: no streams, prior negative, or a truth label not in `labels`.
+    """
+    if not streams:
+        raise ValueError("no annotated streams to count transitions in")
+    if prior < 0:
+        raise ValueError(f"prior must be >= 0, got {prior}")
+    index = {label: i for i, label in enumerate(labels)}
+    changes = np.zeros((len(labels), len(labels)))
+    seconds = np.zeros(len(labels))
+    for stream in streams:
+        unknown = set(stream.truth) - set(index)
+        if unknown:
+            raise ValueError(f"ground truth labels {sorted(unknown)} are not among {list(labels)}")
+        intervals = np.diff(stream.stamps_ns) / 1e9
+        for source, target, interval in zip(
+            stream.truth[:-1], stream.truth[1:], intervals, strict=True
+        ):
+            if interval <= 0:
+                continue
+            seconds[index[source]] += interval
+            if source != target:
+                changes[index[source], index[target]] += 1
+    total = float(seconds.sum())
+    if total <= 0:
+        raise ValueError("the streams span no time: no rates can be counted")
+    seconds = np.where(seconds > 0, seconds, total)
+    spread = prior / max(1, len(labels) - 1)
+    return tuple(
+        (labels[i], labels[j], round(float((changes[i, j] + spread) / seconds[i]), 4))
+        for i in range(len(labels))
+        for j in range(len(labels))
+        if i != j and changes[i, j] + spread > 0
+    )
+
+
+def write_transitions(
+    labels: dict[str, str],
+    transitions: Sequence[tuple[str, str, float]],
+    path: str | Path,
+    note: str = "",
+) -> Path:
+    """A labels file (config/robot_states.yaml layout) with the label prompts and the rates
+    (none: no `transitions`, so the tracker has no transition model)."""
+    path = Path(path)
+    rates: dict[str, dict[str, float]] = {}
+    for source, target, rate in transitions:
+        rates.setdefault(source, {})[target] = rate
+    header = (
+        "# label prompts, and state changes per second counted by `vljepa tune-tracker`"
+        f"{': ' + note if note else ''}\n"
+    )
+    data: dict[str, object] = {"labels": dict(labels)}
+    if rates:
+        data["transitions"] = rates
+    body = yaml.safe_dump(data, sort_keys=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + body, encoding="utf-8")
+    return path
 
 
 def track(
@@ -153,10 +226,15 @@ def tune_tracker(
     return sorted(trials, key=lambda t: (t.flicker > max_flicker, -t.accuracy, -t.edit))
 
 
-def write_params(trial: Trial, path: str | Path, note: str = "") -> Path:
-    """A parameter file (config/perception.yaml layout) with the trial's tracker settings."""
+def write_params(
+    trial: Trial, path: str | Path, note: str = "", labels_file: str | Path | None = None
+) -> Path:
+    """A parameter file (config/perception.yaml layout) with the trial's tracker settings and,
+    when given, the labels file that holds its transition rates."""
     path = Path(path)
-    values = {name: float(getattr(trial.config, name)) for name in TUNED}
+    values: dict[str, float | str] = {name: float(getattr(trial.config, name)) for name in TUNED}
+    if labels_file is not None:
+        values["labels_file"] = str(labels_file)
     header = (
         f"# state tracker tuned by `vljepa tune-tracker`{': ' + note if note else ''}\n"
         f"# stabilised accuracy {100 * trial.accuracy:.1f}%, macro-F1 {trial.macro_f1:.3f}, "
