@@ -174,6 +174,24 @@ def test_switches(text: str, count: int) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "steps", "expected"),
+    [("AABBBC", 0, "AABBBC"), ("AABBBC", 1, "AAABBB"), ("AABBBC", 2, "AAAABB"), ("AB", 5, "AA"),
+     ("", 2, "")],
+)  # fmt: skip
+def test_delayed(text: str, steps: int, expected: str) -> None:
+    """A delayed sequence is the truth k steps late; its accuracy is the cost of that lag."""
+    assert metrics.delayed(seq(text), steps) == seq(expected)
+    with pytest.raises(ValueError, match="steps"):
+        metrics.delayed(seq(text), -1)
+
+
+def test_steps_since_change() -> None:
+    """Counts restart at every change of the truth."""
+    assert metrics.steps_since_change(seq("AAABBA")).tolist() == [0, 1, 2, 0, 1, 0]
+    assert metrics.steps_since_change([]).tolist() == []
+
+
+@pytest.mark.parametrize(
     ("pred", "truth", "minutes", "expected"),
     [
         (10, 5, 2.0, 2.0),

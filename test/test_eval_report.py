@@ -103,6 +103,21 @@ def test_state_metrics_of_a_lagging_label(evaluation: evaluate.Evaluation) -> No
     assert np.asarray(stab["confusion"])[:, -1].sum() == 6
 
 
+def test_lag_metrics_show_a_3_step_lag(evaluation: evaluate.Evaluation) -> None:
+    """The same lagging label: wrong for the first 3 steps after every true change (and the
+    episode's start), right from the fourth on; the truth 3 steps late loses 3 steps per change
+    only (it starts with the right label where the tracker says unknown)."""
+    lag = evaluation.report["state"]["lag"]
+    assert lag["delayed_truth_accuracy"] == pytest.approx(
+        {"1": 145 / 150, "2": 140 / 150, "3": 135 / 150}
+    )
+    assert lag["stabilised"] == pytest.approx({"0": 0.0, "1": 0.0, "2": 0.0, "3": 1.0, "4+": 1.0})
+    assert lag["steps_since_change"]["0"] == pytest.approx(6 / 150)  # start + 5 changes
+    assert sum(lag["steps_since_change"].values()) == pytest.approx(1.0)
+    text = report.markdown(evaluation.report, {})
+    assert "would score 96.7% / 93.3% / 90.0% (k = 1, 2, 3)" in text
+
+
 def test_targets_rows_compare_values_with_bounds(evaluation: evaluate.Evaluation) -> None:
     """Every target row says whether its value meets its bound: accuracy 88% misses 90%,
     flicker 1.2 meets 1.5, R@1 42% misses 50%."""

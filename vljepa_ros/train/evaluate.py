@@ -386,8 +386,40 @@ def label_metrics(runs: Sequence[EpisodeRun], attr: str, labels: Sequence[str]) 
     return out
 
 
+LAG_STEPS = (1, 2, 3)  # the delays of the "truth, k steps late" reference
+AFTER_CHANGE = ("0", "1", "2", "3", "4+")  # steps since the true state changed
+
+
+def lag_metrics(runs: Sequence[EpisodeRun]) -> dict[str, Any]:
+    """How much of the error is lag: accuracy of the truth itself delayed by 1-3 steps (what
+    a label right everywhere but late would score), and accuracy by steps since the true
+    state changed (the first state of an episode counts as a change at its start)."""
+    truth = [t for run in runs for t in run.truth]
+    delayed = {
+        str(k): metrics.accuracy(truth, [d for r in runs for d in metrics.delayed(r.truth, k)])
+        for k in LAG_STEPS
+    }
+    since = np.concatenate([metrics.steps_since_change(r.truth) for r in runs])
+    bins = np.minimum(since, len(AFTER_CHANGE) - 1)
+    out: dict[str, Any] = {
+        "delayed_truth_accuracy": delayed,
+        "steps_since_change": {
+            key: float(np.mean(bins == b)) for b, key in enumerate(AFTER_CHANGE)
+        },
+    }
+    for attr in ("stabilised", "instant"):
+        pred = [p for r in runs for p in getattr(r, attr)]
+        right = np.array([p == t for p, t in zip(pred, truth, strict=True)])
+        out[attr] = {
+            key: float(right[bins == b].mean()) if np.any(bins == b) else None
+            for b, key in enumerate(AFTER_CHANGE)
+        }
+    return out
+
+
 def state_metrics(runs: Sequence[EpisodeRun], labels: Sequence[str]) -> dict[str, Any]:
-    """State metrics of the stabilised label, the instant label and the per-frame baseline."""
+    """State metrics of the stabilised label, the instant label and the per-frame baseline,
+    and how much of their error is lag."""
     return {
         "stabilised": label_metrics(runs, "stabilised", labels),
         "instant": label_metrics(runs, "instant", labels),
@@ -395,6 +427,7 @@ def state_metrics(runs: Sequence[EpisodeRun], labels: Sequence[str]) -> dict[str
         "truth_switches_per_minute": sum(metrics.switches(r.truth) for r in runs)
         / sum(r.minutes for r in runs),
         "confusion_columns": [*labels, UNKNOWN],
+        "lag": lag_metrics(runs),
     }
 
 

@@ -201,6 +201,25 @@ def switches(sequence: Sequence[str]) -> int:
     return sum(a != b for a, b in itertools.pairwise(sequence))
 
 
+def delayed(sequence: Sequence[str], steps: int) -> list[str]:
+    """The sequence `steps` steps late: what a label that is right everywhere but always
+    `steps` late would say (the first `steps` take the first value)."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if not sequence or steps == 0:
+        return list(sequence)
+    return [sequence[0]] * min(steps, len(sequence)) + list(sequence[: len(sequence) - steps])
+
+
+def steps_since_change(truth: Sequence[str]) -> np.ndarray:
+    """For each step, the steps since the truth last changed (its first run counts from 0 at
+    the start of the sequence, as if it had just changed)."""
+    out = np.zeros(len(truth), dtype=np.int64)
+    for i in range(1, len(truth)):
+        out[i] = 0 if truth[i] != truth[i - 1] else out[i - 1] + 1
+    return out
+
+
 def flicker_ratio(pred_switches: int, truth_switches: int, minutes: float) -> float:
     """(predicted switches per minute) / (ground-truth switches per minute).
 
