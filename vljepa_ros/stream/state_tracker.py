@@ -36,12 +36,13 @@ class StateTrackerConfig:
     """
 
     # defaults chosen for the shipped model by `vljepa tune-tracker` on its 30 validation
-    # episodes (docs/evaluation.md): no smoothing or dwell, a 0.3 lead to switch
+    # episodes, with the transition rates of config/robot_states.yaml (docs/evaluation.md):
+    # no smoothing, margin or dwell beyond the transition model's filtering
     temperature: float = 0.2
     smoothing: float = 1.0
     enter_threshold: float = 0.2
     exit_threshold: float = 0.1
-    switch_margin: float = 0.3
+    switch_margin: float = 0.0
     min_dwell: float = 0.0
     top_k: int = 3
     # (from, to, changes per second) between labels; pairs not listed never happen directly.
