@@ -137,9 +137,10 @@ def test_tune_tracker_writes_a_parameter_file(
     assert "stabilised accuracy" in out.read_text()
     # the counted transition rates go into a labels file that the parameter file names
     labels_file = tmp_path / "tracker_labels.yaml"
-    assert f"wrote {labels_file} (label prompts, 42 transition rates)" in printed
+    assert f"wrote {labels_file} (label prompts, 42 transition rates, " in printed
     assert values["labels_file"] == str(labels_file.resolve())
-    labels, transitions = read_label_set(labels_file)
+    label_set = read_label_set(labels_file)
+    labels, transitions = label_set.labels, label_set.transitions
     assert labels == read_labels_file(None)
     assert len(transitions) == len(labels) * (len(labels) - 1)
     assert all(rate > 0 for _, _, rate in transitions)
@@ -162,7 +163,7 @@ def test_tune_tracker_without_transitions_names_a_labels_file_without_rates(
     assert args.handler(args) == 0
     values = load_params_file(out)["perception_node"]
     assert values["labels_file"] == str((tmp_path / "tracker_labels.yaml").resolve())
-    assert read_label_set(values["labels_file"])[1] == ()
+    assert read_label_set(values["labels_file"]).transitions == ()
     assert pipeline_config(values, "q").tracker.transitions == ()
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from vljepa_ros.data.captions import HELDOUT_PROMPTS
 from vljepa_ros.data.groundtruth import STATES
+from vljepa_ros.labels import LabelSet
 from vljepa_ros.stream.state_tracker import UNKNOWN
 from vljepa_ros.train import evaluate, metrics, selective
 
@@ -76,9 +77,12 @@ def test_replay_is_what_the_pipeline_computes(runtime, episode, run) -> None:
     embeddings and labels exactly: the evaluation describes what the node computes."""
     from vljepa_ros.stream.pipeline import PerceptionPipeline, PipelineConfig
 
-    pipe = PerceptionPipeline(
-        runtime, PipelineConfig(query=runtime.cfg.default_query, labels=evaluate.load_labels())
+    config = PipelineConfig(
+        query=runtime.cfg.default_query,
+        labels=evaluate.load_labels(),
+        tracker=evaluate.default_tracker(),  # the node's: with the labels file's model
     )
+    pipe = PerceptionPipeline(runtime, config)
     results = []
     for frame, stamp in zip(episode.frames, episode.stamps_ns, strict=True):
         pipe.offer("camera", frame, int(stamp), int(stamp))
@@ -198,6 +202,19 @@ def test_evaluate_reports_numbers_in_range(runtime, bags: list[Path]) -> None:
         ("labels: {a: x, b: y}\ntransitions: {a: {b: -1}}\n", "needs a rate >= 0"),
         ("labels: {a: x, b: y}\ntransitions: {a: {b: fast}}\n", "needs a rate >= 0"),
         ("labels: {a: x, b: y}\ntransitions: {a: b}\n", "transitions of 'a' must be"),
+        ("labels: {a: x}\nduration_shapes: {a: 3}\n", "duration_shapes need transitions"),
+        (
+            "labels: {a: x, b: y}\ntransitions: {a: {b: 1}}\nduration_shapes: {c: 3}\n",
+            "names 'c', which is not one",
+        ),
+        (
+            "labels: {a: x, b: y}\ntransitions: {a: {b: 1}}\nduration_shapes: {a: 0.5}\n",
+            "whole number of phases",
+        ),
+        (
+            "labels: {a: x, b: y}\ntransitions: {a: {b: 1}}\nduration_shapes: [a]\n",
+            "must be {label: phases}",
+        ),
     ],
 )
 def test_load_labels(tmp_path: Path, content: str, message: str | None) -> None:
@@ -207,7 +224,7 @@ def test_load_labels(tmp_path: Path, content: str, message: str | None) -> None:
     path.write_text(content)
     if message is None:
         assert evaluate.load_labels(path) == {"a": "x"}
-        assert evaluate.load_label_set(path) == ({"a": "x"}, ())
+        assert evaluate.load_label_set(path) == LabelSet({"a": "x"})
     else:
         with pytest.raises(evaluate.EvalError, match=message):
             evaluate.load_labels(path)
@@ -216,14 +233,19 @@ def test_load_labels(tmp_path: Path, content: str, message: str | None) -> None:
 def test_default_labels_are_the_robot_states() -> None:
     """Without a file, the package's robot_states.yaml gives the seven canonical states, with
     a rate for every change between them, and the evaluation's default tracker uses them."""
-    labels, transitions = evaluate.load_label_set()
+    label_set = evaluate.load_label_set()
+    labels, transitions = label_set.labels, label_set.transitions
     assert list(labels) == list(STATES)
     assert len(transitions) == len(STATES) * (len(STATES) - 1)
     rates = {(a, b): rate for a, b, rate in transitions}
     for before, after in zip(STATES, [*STATES[1:], STATES[0]], strict=True):
         # the pick-and-place cycle is far likelier than any other change out of a state
         assert rates[(before, after)] == max(r for (a, _), r in rates.items() if a == before)
-    assert evaluate.EvalConfig().tracker.transitions == transitions
+    assert {label for label, _ in label_set.duration_shapes} == set(STATES)
+    assert all(shape > 1 for _, shape in label_set.duration_shapes)  # regular, not memoryless
+    tracker = evaluate.EvalConfig().tracker
+    assert tracker.transitions == transitions
+    assert tracker.duration_shapes == label_set.duration_shapes
 
 
 def test_load_rewordings_accepts_lists_and_strings(tmp_path: Path) -> None:

@@ -136,6 +136,10 @@ def test_bad_labels_are_rejected(labels: list, matrix: np.ndarray, message: str)
         {"transitions": (("idle", "idle", 0.5),)},
         {"transitions": (("idle", "reaching", -0.5),)},
         {"transitions": (("idle", "reaching", 0.5), ("idle", "reaching", 0.1))},
+        {"duration_shapes": (("idle", 3),)},  # no transitions
+        {"duration_shapes": (("idle", 0),), "transitions": (("idle", "reaching", 0.5),)},
+        {"duration_shapes": (("idle", 2.5),), "transitions": (("idle", "reaching", 0.5),)},
+        {"duration_shapes": (("idle", 2), ("idle", 3)), "transitions": (("idle", "reaching", 1),)},
     ],
 )
 def test_bad_configuration_is_rejected(kwargs: dict) -> None:
@@ -159,8 +163,9 @@ RAW = {"smoothing": 1.0, "min_dwell": 0.0, "switch_margin": 0.0, "enter_threshol
 def test_transition_matrix_is_the_markov_chain_over_the_interval() -> None:
     """Rows are probabilities; no time is the identity; two intervals compose; a two-state
     chain matches its closed form P(stay in a) = (b + a exp(-(a + b) t)) / (a + b)."""
-    rates = transition_generator(LABELS, CYCLE)
-    assert rates is not None
+    chain = transition_generator(LABELS, CYCLE)
+    assert chain is not None
+    rates = chain.rates
     np.testing.assert_allclose(rates.sum(axis=1), 0.0, atol=1e-12)
     np.testing.assert_allclose(transition_matrix(rates, 0.0), np.eye(3))
     tenth = transition_matrix(rates, 0.1)
@@ -169,7 +174,7 @@ def test_transition_matrix_is_the_markov_chain_over_the_interval() -> None:
     a, b, t = 0.7, 0.2, 3.0
     two = transition_generator(["a", "b"], (("a", "b", a), ("b", "a", b)))
     assert two is not None
-    stay = transition_matrix(two, t)[0, 0]
+    stay = transition_matrix(two.rates, t)[0, 0]
     assert stay == pytest.approx((b + a * np.exp(-(a + b) * t)) / (a + b), rel=1e-9)
     assert transition_generator(LABELS, ()) is None
 
@@ -215,3 +220,48 @@ def test_transitions_must_name_the_labels() -> None:
     with pytest.raises(ValueError, match="'idle', which is not a label"):
         tracker.set_labels(["holding", "empty"], EYE[:2])
     assert tracker.labels == LABELS
+
+
+def test_duration_shapes_keep_the_mean_and_make_durations_regular() -> None:
+    """A state of k phases lasts as long on average (1 / its exit rate) but rarely ends early:
+    after half its mean a memoryless state has left with probability 1 - exp(-1/2) = 0.39, a
+    state of 8 phases with about 0.05 (Erlang's distribution)."""
+    rates = (("idle", "reaching", 0.5),)  # reaching is never left: it collects the exits
+    for shapes, left_at_half in [((), 0.3935), ((("idle", 8),), 0.0511)]:
+        chain = transition_generator(["idle", "reaching"], rates, shapes)
+        assert chain is not None
+        start = np.zeros(len(chain.rates))
+        start[0] = 1.0  # the first phase of idle: it has just begun
+        after = chain.labels(start @ transition_matrix(chain.rates, 1.0))  # mean is 2 s
+        assert after[1] == pytest.approx(left_at_half, abs=0.002)
+        # mean time in idle: expected phases-to-go / rate, from the fundamental matrix
+        inner = chain.rates[: chain.phases[0], : chain.phases[0]]
+        assert -np.linalg.inv(inner)[0].sum() == pytest.approx(2.0)
+
+
+def test_duration_shapes_expect_a_regular_state_to_end_on_time() -> None:
+    """Idle for 2 s (its usual length) and then a step that looks like reaching: with idle
+    of 8 phases the label follows at once; a memoryless idle waits for more evidence."""
+    soft = {**RAW, "temperature": 0.6}
+    steps = [0] * 20 + [1] * 4
+    memoryless = _run(_tracker(**soft, transitions=CYCLE), steps)
+    regular = _run(_tracker(**soft, transitions=CYCLE, duration_shapes=(("idle", 8),)), steps)
+    first = {
+        name: next(k for k, e in enumerate(out) if e.label == "reaching")
+        for name, out in [("memoryless", memoryless), ("regular", regular)]
+    }
+    assert first["regular"] == 20
+    assert first["memoryless"] > 20
+    # and early in a regular state the same step is not taken: idle has only just begun
+    early = _run(
+        _tracker(**soft, transitions=CYCLE, duration_shapes=(("idle", 8),)),
+        [0] * 3 + [1] + [0] * 3,
+    )
+    assert [e.label for e in early] == ["idle"] * 7
+
+
+def test_duration_shapes_must_name_the_labels() -> None:
+    with pytest.raises(ValueError, match="duration shape of dancing names 'dancing'"):
+        StateTracker(
+            LABELS, EYE, StateTrackerConfig(transitions=CYCLE, duration_shapes=(("dancing", 2),))
+        )

@@ -94,7 +94,8 @@ def test_written_parameter_file_loads_into_the_node_configuration(tmp_path: Path
     assert "stabilised accuracy" in path.read_text()
     values = load_params_file(path)["perception_node"]
     tracker = pipeline_config(values, "what is the robot doing?").tracker
-    assert tracker == trials[0].config
+    for name in tune.TUNED:
+        assert getattr(tracker, name) == getattr(trials[0].config, name)
 
 
 def test_transition_rates_are_changes_over_time_in_the_state() -> None:
@@ -135,15 +136,39 @@ def test_transition_model_rides_over_steps_the_task_does_not_take() -> None:
     assert modelled.flicker < plain.flicker / 2
 
 
-def test_written_labels_file_carries_the_rates_to_the_node(tmp_path: Path) -> None:
-    """write_transitions + write_params: the node's configuration gets prompts and rates."""
+def test_written_labels_file_carries_the_model_to_the_node(tmp_path: Path) -> None:
+    """write_transitions + write_params: the node's configuration gets prompts, rates and
+    duration shapes."""
     streams = [noisy_stream(0, ordered=True)]
     transitions = tune.estimate_transitions(streams, LABELS)
+    shapes = tune.estimate_duration_shapes(streams, LABELS, min_runs=2)
+    assert shapes
     prompts = {label: f"the arm is {label}" for label in LABELS}
-    labels_path = tune.write_transitions(prompts, transitions, tmp_path / "labels.yaml", "t")
-    trial = tune.run_trial(StateTrackerConfig(transitions=transitions), streams, LABELS, MATRIX)
+    labels_path = tune.write_transitions(
+        prompts, transitions, tmp_path / "labels.yaml", "t", shapes
+    )
+    config = StateTrackerConfig(transitions=transitions, duration_shapes=shapes)
+    trial = tune.run_trial(config, streams, LABELS, MATRIX)
     path = tune.write_params(trial, tmp_path / "tracker.yaml", "test", labels_path)
     values = load_params_file(path)["perception_node"]
-    config = pipeline_config(values, "what is the robot doing?")
-    assert dict(config.labels) == prompts
-    assert config.tracker.transitions == transitions
+    node = pipeline_config(values, "what is the robot doing?")
+    assert dict(node.labels) == prompts
+    assert node.tracker.transitions == transitions
+    assert node.tracker.duration_shapes == shapes
+
+
+def test_duration_shapes_are_mean_squared_over_variance_of_whole_runs() -> None:
+    """idle runs of 1, 2 and 3 s between reaching runs of exactly 2 s: idle's shape is
+    2^2 / (2/3) = 6; reaching's runs never vary, so it gets the cap; the first and last runs
+    (cut by the recording) do not count, and a label with too few runs is left out."""
+    truth: list[str] = []
+    for idle_s in (5, 1, 2, 3):
+        truth += ["idle"] * (10 * idle_s) + ["reaching"] * 20
+    truth += ["grasping"] * 7
+    stamps = np.arange(len(truth), dtype=np.int64) * NS // 10
+    stream = tune.LabelledStream(stamps, np.eye(len(truth), 8, dtype=np.float32), truth)
+    shapes = dict(tune.estimate_duration_shapes([stream], LABELS, max_shape=16))
+    assert shapes == {"idle": 6, "reaching": 16}
+    assert dict(tune.estimate_duration_shapes([stream], LABELS, max_shape=4))["idle"] == 4
+    with pytest.raises(ValueError, match="max_shape"):
+        tune.estimate_duration_shapes([stream], LABELS, max_shape=0)

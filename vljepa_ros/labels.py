@@ -1,9 +1,11 @@
 """Label files: `labels: {label: prompt}` in YAML, optionally with `transitions: {from: {to:
-rate}}` (state changes per second, for the state tracker), read the same way by the nodes,
-training and evaluation (only PyYAML is imported here)."""
+rate}}` (state changes per second) and `duration_shapes: {label: k}` (phases of each state's
+duration), the state tracker's transition model; read the same way by the nodes, training and
+evaluation (only PyYAML is imported here)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -11,25 +13,32 @@ import yaml
 DEFAULT_LABELS_FILE = Path(__file__).resolve().parents[1] / "config" / "robot_states.yaml"
 
 
+@dataclass(frozen=True)
+class LabelSet:
+    """What a labels file holds."""
+
+    labels: dict[str, str]  # label -> prompt, in file order
+    transitions: tuple[tuple[str, str, float], ...] = ()  # (from, to, changes per second)
+    duration_shapes: tuple[tuple[str, int], ...] = ()  # (label, phases)
+
+
 def read_labels_file(path: str | Path | None = None) -> dict[str, str]:
-    """label -> prompt, in file order, from a YAML file holding `labels` and optionally
-    `transitions` (default: the package's config/robot_states.yaml, the seven robot states).
+    """label -> prompt, in file order, from a labels file (default: the package's
+    config/robot_states.yaml, the seven robot states); see read_label_set.
+
+    Raises:
+        ValueError: as read_label_set.
+    """
+    return read_label_set(path).labels
+
+
+def read_label_set(path: str | Path | None = None) -> LabelSet:
+    """The prompts and the transition model of a YAML file holding `labels` and optionally
+    `transitions` and `duration_shapes` (which needs `transitions`).
 
     Raises:
         ValueError: naming the file and the problem: unreadable, not YAML, another layout, no
-            label, an empty label or prompt, or a malformed `transitions`.
-    """
-    return read_label_set(path)[0]
-
-
-def read_label_set(
-    path: str | Path | None = None,
-) -> tuple[dict[str, str], tuple[tuple[str, str, float], ...]]:
-    """label -> prompt as read_labels_file, and (from, to, changes per second) from the file's
-    `transitions` (empty without).
-
-    Raises:
-        ValueError: as read_labels_file.
+            label, an empty label or prompt, or a malformed `transitions` or `duration_shapes`.
     """
     path = Path(path) if path else DEFAULT_LABELS_FILE
     try:
@@ -38,13 +47,12 @@ def read_label_set(
         raise ValueError(f"labels file {path} cannot be read: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise ValueError(f"labels file {path} is not valid YAML: {exc}") from exc
-    layout_ok = (
-        isinstance(data, dict) and "labels" in data and set(data) <= {"labels", "transitions"}
-    )
+    keys = {"labels", "transitions", "duration_shapes"}
+    layout_ok = isinstance(data, dict) and "labels" in data and set(data) <= keys
     if not layout_ok or not isinstance(data["labels"], dict):
         raise ValueError(
             f"labels file {path} must hold labels: {{label: prompt}} and optionally "
-            "transitions: {from: {to: rate}}, nothing else"
+            "transitions: {from: {to: rate}} and duration_shapes: {label: phases}, nothing else"
         )
     if not data["labels"]:
         raise ValueError(f"labels file {path}: labels is empty; give at least one label: prompt")
@@ -55,7 +63,28 @@ def read_label_set(
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"labels file {path}: label {label!r} needs a non-empty prompt")
         labels[label] = prompt
-    return labels, _transitions(path, data.get("transitions") or {}, labels)
+    transitions = _transitions(path, data.get("transitions") or {}, labels)
+    shapes = _shapes(path, data.get("duration_shapes") or {}, labels)
+    if shapes and not transitions:
+        raise ValueError(f"labels file {path}: duration_shapes need transitions")
+    return LabelSet(labels, transitions, shapes)
+
+
+def _shapes(path: Path, section: object, labels: dict[str, str]) -> tuple[tuple[str, int], ...]:
+    if not isinstance(section, dict):
+        raise ValueError(f"labels file {path}: duration_shapes must be {{label: phases}}")
+    for label, shape in section.items():
+        if label not in labels:
+            raise ValueError(
+                f"labels file {path}: duration_shapes names {label!r}, which is not one of its "
+                "labels"
+            )
+        if isinstance(shape, bool) or not isinstance(shape, int) or not 1 <= shape <= 64:
+            raise ValueError(
+                f"labels file {path}: duration shape of {label!r} must be a whole number of "
+                f"phases in 1..64, got {shape!r}"
+            )
+    return tuple((label, shape) for label, shape in section.items())
 
 
 def _transitions(

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from vljepa_ros.labels import read_label_set
+from vljepa_ros.labels import LabelSet, read_label_set
 from vljepa_ros.stream.pipeline import PipelineConfig
 from vljepa_ros.stream.segmenter import SegmenterConfig
 from vljepa_ros.stream.state_tracker import StateTrackerConfig
@@ -115,8 +115,8 @@ PERCEPTION: list[Param] = [
         "labels_file",
         "",
         "YAML file with `labels: {label: prompt}` and optionally `transitions: {from: {to: "
-        "rate}}` (state changes per second, the state tracker's transition model); empty: the "
-        "package's config/robot_states.yaml.",
+        "rate}}` (state changes per second) and `duration_shapes: {label: phases}`, the state "
+        "tracker's transition model; empty: the package's config/robot_states.yaml.",
     ),
     Param(
         "labels",
@@ -269,11 +269,9 @@ SIM_CAMERA: list[Param] = [
 ]  # fmt: skip
 
 
-def load_labels(
-    values: dict[str, Any],
-) -> tuple[dict[str, str], tuple[tuple[str, str, float], ...]]:
-    """label -> prompt, and the tracker's transition rates, from the inline `labels` parameter
-    (no rates) or the YAML `labels_file` (its optional `transitions`).
+def load_labels(values: dict[str, Any]) -> LabelSet:
+    """The prompts (and the tracker's transition model) from the inline `labels` parameter
+    (no transition model) or the YAML `labels_file`.
 
     Raises:
         ValueError: a missing or malformed file, or a malformed inline entry.
@@ -286,16 +284,16 @@ def load_labels(
             if not sep or not name.strip() or not prompt.strip():
                 raise ValueError(f"labels entry {entry!r} is not 'label: prompt'")
             labels[name.strip()] = prompt.strip()
-        return labels, ()
+        return LabelSet(labels)
     return read_label_set(values["labels_file"] or None)
 
 
 def pipeline_config(values: dict[str, Any], default_query: str) -> PipelineConfig:
     """The typed pipeline configuration from parameter values (ValueError if invalid)."""
-    labels, transitions = load_labels(values)
+    label_set = load_labels(values)
     return PipelineConfig(
         query=values["query"] or default_query,
-        labels=labels,
+        labels=label_set.labels,
         sample_hz=values["sample_hz"],
         clip_stride=values["clip_stride"],
         max_input_age=values["max_input_age"],
@@ -308,7 +306,8 @@ def pipeline_config(values: dict[str, Any], default_query: str) -> PipelineConfi
             switch_margin=values["switch_margin"],
             min_dwell=values["min_dwell"],
             top_k=values["top_k"],
-            transitions=transitions,
+            transitions=label_set.transitions,
+            duration_shapes=label_set.duration_shapes,
         ),
     )
 

@@ -9,7 +9,9 @@ With transition rates (how often the task goes from one state to another, per se
 probabilities are first filtered as a hidden Markov model: the belief of the previous step is
 carried forward over the time since it with the rates (a continuous-time Markov chain, so any
 step rate works) and multiplied by this step's probabilities. A state the task rarely enters
-from the current one then needs stronger evidence than one it usually goes to next.
+from the current one then needs stronger evidence than one it usually goes to next. With
+duration shapes, a state is a chain of that many phases (an Erlang-distributed duration instead
+of a memoryless one), so the model expects a regular state to end near its usual length.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class StateTrackerConfig:
     # (from, to, changes per second) between labels; pairs not listed never happen directly.
     # Empty: no transition model (the probabilities are only smoothed).
     transitions: tuple[tuple[str, str, float], ...] = ()
+    # (label, k): the label's duration is Erlang with k phases (its mean from the rates out of
+    # it; k = mean^2 / variance of its durations); labels not listed: 1 (memoryless)
+    duration_shapes: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 < self.temperature <= 10:
@@ -77,6 +82,17 @@ class StateTrackerConfig:
                 raise ValueError(
                     f"transitions: {source} -> {target} needs a rate >= 0 "
                     f"(changes per second), got {rate!r}"
+                )
+        if self.duration_shapes and not self.transitions:
+            raise ValueError("duration_shapes need transitions (the rates give the durations)")
+        named = [label for label, _ in self.duration_shapes]
+        if len(set(named)) != len(named):
+            raise ValueError(f"duration_shapes: a label is given twice in {named}")
+        for label, shape in self.duration_shapes:
+            if isinstance(shape, bool) or not isinstance(shape, int) or not 1 <= shape <= 64:
+                raise ValueError(
+                    f"duration_shapes: {label} needs a whole number of phases in 1..64, "
+                    f"got {shape!r}"
                 )
 
 
@@ -121,17 +137,17 @@ class StateTracker:
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         if not np.all(norms > 0):
             raise ValueError("a label embedding is all zeros")
-        rates = transition_generator(labels, self.config.transitions)
+        chain = transition_generator(labels, self.config.transitions, self.config.duration_shapes)
         self.labels = labels
         self._matrix = matrix / norms
-        self._rates = rates
+        self._chain = chain
         self._carry: dict[int, np.ndarray] = {}  # step interval (ms) -> transition matrix
         self.reset()
 
     def reset(self) -> None:
         """Forget the history: the next step starts from "unknown"."""
         self._smoothed: np.ndarray | None = None
-        self._belief: np.ndarray | None = None  # transition model: filtered probabilities
+        self._belief: np.ndarray | None = None  # transition model: filtered phase probabilities
         self._last_ns: int | None = None
         self._current = -1  # index into labels; -1 is unknown
         self._since_ns: int | None = None
@@ -153,7 +169,7 @@ class StateTracker:
         logits = cosine / cfg.temperature
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
-        evidence = probs if self._rates is None else self._filter(probs, stamp_ns)
+        evidence = probs if self._chain is None else self._filter(probs, stamp_ns)
         if self._smoothed is None:
             self._smoothed = evidence.copy()
         else:
@@ -184,10 +200,12 @@ class StateTracker:
 
     def _filter(self, probs: np.ndarray, stamp_ns: int) -> np.ndarray:
         """One forward step of the hidden Markov model: carry the belief over the time since the
-        last step, weigh it by this step's probabilities."""
-        assert self._rates is not None
+        last step, weigh each label's phases by this step's probability of the label; the
+        labels' probabilities (their phases summed)."""
+        assert self._chain is not None
+        chain = self._chain
         if self._belief is None or self._last_ns is None:
-            belief = probs.astype(np.float64)
+            belief = chain.spread(probs)
         else:
             interval_ms = max(0, round((stamp_ns - self._last_ns) / 1e6))
             carry = self._carry.get(interval_ms)
@@ -195,15 +213,15 @@ class StateTracker:
                 if len(self._carry) >= 64:  # irregular steps: keep the cache bounded
                     self._carry.clear()
                 carry = self._carry[interval_ms] = transition_matrix(
-                    self._rates, interval_ms / 1000.0
+                    chain.rates, interval_ms / 1000.0
                 )
-            belief = (self._belief @ carry) * probs
+            belief = (self._belief @ carry) * np.repeat(probs, chain.phases)
             total = belief.sum()
             # evidence against every state the model allows (underflow): start from the step
-            belief = belief / total if total > 1e-300 else probs.astype(np.float64)
+            belief = belief / total if total > 1e-300 else chain.spread(probs)
         self._belief = belief
         self._last_ns = stamp_ns
-        return belief
+        return chain.labels(belief)
 
     def _target(self, smoothed: np.ndarray) -> int:
         """The label the smoothed probabilities call for, before the dwell rule."""
@@ -222,29 +240,64 @@ class StateTracker:
         return current
 
 
+@dataclass(frozen=True)
+class PhaseChain:
+    """The continuous-time Markov chain the tracker filters with: each label is `phases[i]`
+    phases in a row (all leaving at k times the label's exit rate, so its duration is Erlang
+    with the mean the rates give), the last phase going on to the first phase of the others."""
+
+    rates: np.ndarray  # (P, P) generator over all phases; rows sum to 0
+    phases: np.ndarray  # (L,) phases per label
+    starts: np.ndarray  # (L,) index of each label's first phase
+
+    def spread(self, probs: np.ndarray) -> np.ndarray:
+        """A belief over phases with the labels' probabilities, each label's split evenly."""
+        return np.repeat(np.asarray(probs, dtype=np.float64) / self.phases, self.phases)
+
+    def labels(self, belief: np.ndarray) -> np.ndarray:
+        """The labels' probabilities: each label's phases summed."""
+        return np.add.reduceat(belief, self.starts)
+
+
 def transition_generator(
-    labels: Sequence[str], transitions: Sequence[tuple[str, str, float]]
-) -> np.ndarray | None:
-    """The rate matrix Q (L, L) of a continuous-time Markov chain over `labels` (off-diagonal:
-    changes per second; rows sum to 0), or None without transitions.
+    labels: Sequence[str],
+    transitions: Sequence[tuple[str, str, float]],
+    duration_shapes: Sequence[tuple[str, int]] = (),
+) -> PhaseChain | None:
+    """The phase chain over `labels` from the rates (changes per second) and the duration
+    shapes (phases per label, default 1), or None without transitions.
 
     Raises:
-        ValueError: a transition names a label that is not in `labels`.
+        ValueError: a transition or shape names a label that is not in `labels`.
     """
     if not transitions:
         return None
     index = {label: i for i, label in enumerate(labels)}
-    rates = np.zeros((len(labels), len(labels)))
+
+    def find(name: str, what: str) -> int:
+        if name not in index:
+            raise ValueError(f"{what} names '{name}', which is not a label ({', '.join(labels)})")
+        return index[name]
+
+    count = len(labels)
+    between = np.zeros((count, count))
     for source, target, rate in transitions:
-        for name in (source, target):
-            if name not in index:
-                raise ValueError(
-                    f"transition {source} -> {target} names '{name}', which is not a label "
-                    f"({', '.join(labels)})"
-                )
-        rates[index[source], index[target]] = rate
+        what = f"transition {source} -> {target}"
+        between[find(source, what), find(target, what)] = rate
+    phases = np.ones(count, dtype=np.int64)
+    for label, shape in duration_shapes:
+        phases[find(label, f"duration shape of {label}")] = shape
+    starts = np.concatenate([[0], np.cumsum(phases)[:-1]])
+    leave = between.sum(axis=1)
+    rates = np.zeros((int(phases.sum()), int(phases.sum())))
+    for i in range(count):
+        first, k = int(starts[i]), int(phases[i])
+        for p in range(k - 1):  # on to the next phase of the same label
+            rates[first + p, first + p + 1] = k * leave[i]
+        rates[first + k - 1, starts] = k * between[i]  # the last phase leaves the label
+    np.fill_diagonal(rates, 0.0)
     np.fill_diagonal(rates, -rates.sum(axis=1))
-    return rates
+    return PhaseChain(rates=rates, phases=phases, starts=starts)
 
 
 def transition_matrix(rates: np.ndarray, seconds: float) -> np.ndarray:

@@ -63,14 +63,14 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
         "--labels",
         type=Path,
         default=None,
-        help="YAML `labels: {label: prompt}` with optional `transitions` (default: "
-        "config/robot_states.yaml)",
+        help="YAML `labels: {label: prompt}` with optional `transitions` and "
+        "`duration_shapes` (default: config/robot_states.yaml)",
     )
     parser.add_argument(
         "--no-transitions",
         action="store_true",
         help="state tracker without a transition model (ignore or do not count the labels "
-        "file's transition rates)",
+        "file's transition rates and duration shapes)",
     )
     parser.add_argument(
         "--query", default=None, help="query of the state readout (default: the model's default)"
@@ -107,7 +107,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     started, say = _start(args, "eval")
 
     try:
-        labels, transitions = evaluate.load_label_set(args.labels)
+        label_set = evaluate.load_label_set(args.labels)
+        labels = label_set.labels
         rewordings = evaluate.load_rewordings(args.reworded) if args.reworded else None
         bags = evaluate.find_bags(args.data)
         episodes = args.episodes or (QUICK_EPISODES if args.quick else None)
@@ -120,7 +121,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             step_hz=args.step_hz,
             sample_hz=args.sample_hz,
             clip_stride=args.clip_stride,
-            tracker=StateTrackerConfig(transitions=() if args.no_transitions else transitions),
+            tracker=(
+                StateTrackerConfig() if args.no_transitions else evaluate.tracker_for(label_set)
+            ),
             retrieval_clips=args.retrieval_clips,
             frame_size=args.frame_size,
             max_text_length=args.max_text_length,
@@ -155,7 +158,8 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
     started, say = _start(args, "tune")
 
     try:
-        labels, file_transitions = evaluate.load_label_set(args.labels)
+        label_set = evaluate.load_label_set(args.labels)
+        labels = label_set.labels
         bags = evaluate.find_bags(args.data)[: args.episodes]
         config = evaluate.EvalConfig(
             labels=labels,
@@ -163,7 +167,7 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
             step_hz=args.step_hz,
             sample_hz=args.sample_hz,
             clip_stride=args.clip_stride,
-            tracker=StateTrackerConfig(transitions=file_transitions),
+            tracker=evaluate.tracker_for(label_set),
         )
         runtime = _load_runtime(args)
         streams = []
@@ -172,11 +176,16 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
             episode = read_episode(path, size=args.frame_size)
             streams.append(evaluate.labelled_stream(runtime, episode, config, path.name))
         matrix = runtime.encode_texts(list(labels.values())).numpy()
-        transitions = (
-            () if args.no_transitions else tune.estimate_transitions(streams, list(labels))
+        transitions, shapes = (
+            ((), ())
+            if args.no_transitions
+            else (
+                tune.estimate_transitions(streams, list(labels)),
+                tune.estimate_duration_shapes(streams, list(labels)),
+            )
         )
         grid = tune.TrackerGrid()
-        base = StateTrackerConfig(transitions=transitions)
+        base = StateTrackerConfig(transitions=transitions, duration_shapes=shapes)
         say(f"{len(grid.configs(base))} tracker settings over {len(streams)} episodes")
         trials = tune.tune_tracker(
             streams,
@@ -207,8 +216,11 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
     note = f"{len(streams)} episodes from {args.data}, checkpoint {args.checkpoint or 'default'}"
     # the labels file goes with the settings: they were tuned with its rates (or without any)
     labels_path = args.labels_out or args.out.with_name(f"{args.out.stem}_labels.yaml")
-    tune.write_transitions(labels, transitions, labels_path, note)
-    print(f"wrote {labels_path} (label prompts, {len(transitions)} transition rates)")
+    tune.write_transitions(labels, transitions, labels_path, note, shapes)
+    print(
+        f"wrote {labels_path} (label prompts, {len(transitions)} transition rates, "
+        f"{len(shapes)} duration shapes)"
+    )
     path = tune.write_params(best, args.out, note, labels_path.resolve())
     print(f"wrote {path} ({time.perf_counter() - started:.0f} s)")
     return 0
@@ -223,7 +235,8 @@ def add_tune_parser(subparsers: Any) -> None:
             "Replay annotated episode bags (not the ones you evaluate on) through the "
             "perception pipeline, run every setting of a grid of the state tracker's "
             "temperature, smoothing, enter/exit thresholds, switch margin and minimum dwell, "
-            "with transition rates counted from the bags' ground truth, and write the most "
+            "with transition rates and duration shapes counted from the bags' ground truth, and "
+            "write the most "
             "accurate one whose flicker stays within --max-flicker as a perception_node "
             "parameter file, with the prompts and rates in a labels file it names. See "
             "docs/evaluation.md."

@@ -33,7 +33,7 @@ import numpy as np
 import yaml
 
 from vljepa_ros.data.captions import HELDOUT_PROMPTS
-from vljepa_ros.labels import read_label_set
+from vljepa_ros.labels import LabelSet, read_label_set
 from vljepa_ros.stream.state_tracker import UNKNOWN, StateTrackerConfig
 from vljepa_ros.train import metrics, selective
 from vljepa_ros.train.tune import LabelledStream, track
@@ -68,11 +68,9 @@ class EvalError(ValueError):
 # --------------------------------------------------------------------------- inputs
 
 
-def load_label_set(
-    path: str | Path | None = None,
-) -> tuple[dict[str, str], tuple[tuple[str, str, float], ...]]:
-    """label -> prompt, and the state tracker's transition rates, from a labels file (default:
-    the package's config/robot_states.yaml, the perception node's default).
+def load_label_set(path: str | Path | None = None) -> LabelSet:
+    """The prompts and the state tracker's transition model of a labels file (default: the
+    package's config/robot_states.yaml, the perception node's default).
 
     Raises:
         EvalError: unreadable or malformed file.
@@ -85,12 +83,19 @@ def load_label_set(
 
 def load_labels(path: str | Path | None = None) -> dict[str, str]:
     """label -> prompt of a labels file, as load_label_set."""
-    return load_label_set(path)[0]
+    return load_label_set(path).labels
+
+
+def tracker_for(label_set: LabelSet) -> StateTrackerConfig:
+    """The default tracker settings with the labels file's transition model."""
+    return StateTrackerConfig(
+        transitions=label_set.transitions, duration_shapes=label_set.duration_shapes
+    )
 
 
 def default_tracker() -> StateTrackerConfig:
-    """The perception node's default tracker: the default labels file's transition rates."""
-    return StateTrackerConfig(transitions=load_label_set()[1])
+    """The perception node's default tracker: the default labels file's transition model."""
+    return tracker_for(load_label_set())
 
 
 def load_rewordings(path: str | Path) -> dict[str, tuple[str, ...]]:

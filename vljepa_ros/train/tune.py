@@ -131,25 +131,62 @@ def estimate_transitions(
     )
 
 
+def estimate_duration_shapes(
+    streams: Sequence[LabelledStream],
+    labels: Sequence[str],
+    max_shape: int = 16,
+    min_runs: int = 3,
+) -> tuple[tuple[str, int], ...]:
+    """How regular each state's duration is, as Erlang phases for the tracker: mean^2 /
+    variance of the durations of its runs in the streams' ground truth, rounded, within
+    1..`max_shape`. Only whole runs count (not the first and last of a stream, which the
+    recording cuts); labels with fewer than `min_runs` of them are left out (memoryless).
+
+    Raises:
+        ValueError: max_shape or min_runs below 1 (2 for min_runs).
+    """
+    if max_shape < 1 or min_runs < 2:
+        raise ValueError(f"need max_shape >= 1 and min_runs >= 2, got {max_shape}, {min_runs}")
+    durations: dict[str, list[float]] = {label: [] for label in labels}
+    for stream in streams:
+        runs = metrics.runs(stream.truth)
+        for run in runs[1:-1]:
+            if run.label in durations:
+                seconds = (stream.stamps_ns[run.end] - stream.stamps_ns[run.start]) / 1e9
+                durations[run.label].append(float(seconds))
+    out = []
+    for label in labels:
+        values = np.asarray(durations[label])
+        if len(values) < min_runs or values.mean() <= 0:
+            continue
+        variance = float(values.var())
+        shape = max_shape if variance == 0 else round(float(values.mean()) ** 2 / variance)
+        out.append((label, int(min(max(shape, 1), max_shape))))
+    return tuple(out)
+
+
 def write_transitions(
     labels: dict[str, str],
     transitions: Sequence[tuple[str, str, float]],
     path: str | Path,
     note: str = "",
+    duration_shapes: Sequence[tuple[str, int]] = (),
 ) -> Path:
-    """A labels file (config/robot_states.yaml layout) with the label prompts and the rates
-    (none: no `transitions`, so the tracker has no transition model)."""
+    """A labels file (config/robot_states.yaml layout) with the label prompts, the rates and
+    the duration shapes (no rates: no `transitions`, so the tracker has no transition model)."""
     path = Path(path)
     rates: dict[str, dict[str, float]] = {}
     for source, target, rate in transitions:
         rates.setdefault(source, {})[target] = rate
     header = (
-        "# label prompts, and state changes per second counted by `vljepa tune-tracker`"
-        f"{': ' + note if note else ''}\n"
+        "# label prompts, and state changes per second and duration shapes counted by "
+        f"`vljepa tune-tracker`{': ' + note if note else ''}\n"
     )
     data: dict[str, object] = {"labels": dict(labels)}
     if rates:
         data["transitions"] = rates
+        if duration_shapes:
+            data["duration_shapes"] = dict(duration_shapes)
     body = yaml.safe_dump(data, sort_keys=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + body, encoding="utf-8")
