@@ -38,9 +38,9 @@ class StateTrackerConfig:
     """
 
     # defaults chosen for the shipped model by `vljepa tune-tracker` on its 30 validation
-    # episodes, with the transition rates of config/robot_states.yaml (docs/evaluation.md):
+    # episodes, with the transition model of config/robot_states.yaml (docs/evaluation.md):
     # no smoothing, margin or dwell beyond the transition model's filtering
-    temperature: float = 0.2
+    temperature: float = 0.3
     smoothing: float = 1.0
     enter_threshold: float = 0.2
     exit_threshold: float = 0.1
