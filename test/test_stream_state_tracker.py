@@ -9,7 +9,7 @@ from vljepa_ros.stream.state_tracker import (
     UNKNOWN,
     StateTracker,
     StateTrackerConfig,
-    transition_generator,
+    phase_chain,
     transition_matrix,
 )
 
@@ -163,7 +163,7 @@ RAW = {"smoothing": 1.0, "min_dwell": 0.0, "switch_margin": 0.0, "enter_threshol
 def test_transition_matrix_is_the_markov_chain_over_the_interval() -> None:
     """Rows are probabilities; no time is the identity; two intervals compose; a two-state
     chain matches its closed form P(stay in a) = (b + a exp(-(a + b) t)) / (a + b)."""
-    chain = transition_generator(LABELS, CYCLE)
+    chain = phase_chain(LABELS, CYCLE)
     assert chain is not None
     rates = chain.rates
     np.testing.assert_allclose(rates.sum(axis=1), 0.0, atol=1e-12)
@@ -172,11 +172,11 @@ def test_transition_matrix_is_the_markov_chain_over_the_interval() -> None:
     np.testing.assert_allclose(tenth.sum(axis=1), 1.0)
     np.testing.assert_allclose(transition_matrix(rates, 0.2), tenth @ tenth, atol=1e-9)
     a, b, t = 0.7, 0.2, 3.0
-    two = transition_generator(["a", "b"], (("a", "b", a), ("b", "a", b)))
+    two = phase_chain(["a", "b"], (("a", "b", a), ("b", "a", b)))
     assert two is not None
     stay = transition_matrix(two.rates, t)[0, 0]
     assert stay == pytest.approx((b + a * np.exp(-(a + b) * t)) / (a + b), rel=1e-9)
-    assert transition_generator(LABELS, ()) is None
+    assert phase_chain(LABELS, ()) is None
 
 
 def test_transition_model_ignores_a_step_the_task_does_not_take() -> None:
@@ -228,7 +228,7 @@ def test_duration_shapes_keep_the_mean_and_make_durations_regular() -> None:
     state of 8 phases with about 0.05 (Erlang's distribution)."""
     rates = (("idle", "reaching", 0.5),)  # reaching is never left: it collects the exits
     for shapes, left_at_half in [((), 0.3935), ((("idle", 8),), 0.0511)]:
-        chain = transition_generator(["idle", "reaching"], rates, shapes)
+        chain = phase_chain(["idle", "reaching"], rates, shapes)
         assert chain is not None
         start = np.zeros(len(chain.rates))
         start[0] = 1.0  # the first phase of idle: it has just begun

@@ -137,7 +137,7 @@ class StateTracker:
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         if not np.all(norms > 0):
             raise ValueError("a label embedding is all zeros")
-        chain = transition_generator(labels, self.config.transitions, self.config.duration_shapes)
+        chain = phase_chain(labels, self.config.transitions, self.config.duration_shapes)
         self.labels = labels
         self._matrix = matrix / norms
         self._chain = chain
@@ -259,7 +259,7 @@ class PhaseChain:
         return np.add.reduceat(belief, self.starts)
 
 
-def transition_generator(
+def phase_chain(
     labels: Sequence[str],
     transitions: Sequence[tuple[str, str, float]],
     duration_shapes: Sequence[tuple[str, int]] = (),

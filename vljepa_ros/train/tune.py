@@ -5,11 +5,11 @@ switch margin and a minimum dwell. Their best values depend on the model (how fa
 label similarities are) and on the robot (how long its states last), so they are chosen on
 annotated episodes that are not the ones a model is evaluated on: every setting of a grid
 is run over the episodes' embedding streams, and the most accurate one whose flicker stays
-within a bound wins (ties: higher edit score). The tracker's transition rates (how often the
-task goes from one state to another) are counted from the same episodes' ground truth
-(`estimate_transitions`). `vljepa tune-tracker` replays the bags with a checkpoint, runs this,
-and writes the winner as a parameter file for the perception node, and the rates into a labels
-file beside it.
+within a bound wins (ties: higher edit score). The tracker's transition model, how often the
+task goes from one state to another and how regular each state's duration is, is counted from
+the same episodes' ground truth (`estimate_transitions`, `estimate_duration_shapes`). `vljepa
+tune-tracker` replays the bags with a checkpoint, runs this, and writes the winner as a
+parameter file for the perception node, and the transition model into a labels file beside it.
 """
 
 from __future__ import annotations
