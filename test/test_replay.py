@@ -6,8 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from ros_support import REPO, message_fields, python_env
+
+NS = 1_000_000_000
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +134,20 @@ def test_message_definitions_used_offline_match_the_generated_messages() -> None
             if f.name.islower() and not f.name.startswith("__")
         ]
         assert fields == list(message_fields(msg)), name
+
+
+def test_offline_segment_label_ties_go_to_the_first_seen() -> None:
+    """A segment's label is its most common stabilised label; on a tie the one seen first, so
+    replays are identical whatever the process's string hashing (a set's order is not)."""
+    from vljepa_ros.replay import _offline_segments
+
+    def whole(embeddings: np.ndarray, n: int) -> list[tuple[int, int]]:
+        return [(0, len(embeddings))]
+
+    for k in range(20):
+        first, second = f"state_{k}_b", f"state_{k}_a"
+        labels = [first, second, second, first, "other"]
+        steps = [(i * NS // 10, np.eye(4, dtype=np.float32)[i % 4], lab)
+                 for i, lab in enumerate(labels)]  # fmt: skip
+        (segment,) = _offline_segments(steps, 6.0, whole)
+        assert segment.label == first

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,8 +284,8 @@ def _offline_segments(
     for start, end in ward(embeddings, n):
         mean = embeddings[start:end].mean(axis=0)
         mean = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
-        labels = [s[2] for s in steps[start:end]]
-        label = max(set(labels), key=labels.count)
+        # the most common label; ties: the first seen (deterministic, unlike a set's order)
+        label = Counter(s[2] for s in steps[start:end]).most_common(1)[0][0]
         novelty = 0.0 if previous is None else float(1.0 - previous @ mean)
         previous = mean
         segments.append(Segment(steps[start][0], steps[end - 1][0], end - start, mean, label,
