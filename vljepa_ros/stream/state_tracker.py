@@ -295,8 +295,7 @@ def phase_chain(
         for p in range(k - 1):  # on to the next phase of the same label
             rates[first + p, first + p + 1] = k * leave[i]
         rates[first + k - 1, starts] = k * between[i]  # the last phase leaves the label
-    np.fill_diagonal(rates, 0.0)
-    np.fill_diagonal(rates, -rates.sum(axis=1))
+    np.fill_diagonal(rates, -rates.sum(axis=1))  # between[i, i] is 0: no self-transitions
     return PhaseChain(rates=rates, phases=phases, starts=starts)
 
 

@@ -236,10 +236,9 @@ def add_tune_parser(subparsers: Any) -> None:
             "perception pipeline, run every setting of a grid of the state tracker's "
             "temperature, smoothing, enter/exit thresholds, switch margin and minimum dwell, "
             "with transition rates and duration shapes counted from the bags' ground truth, and "
-            "write the most "
-            "accurate one whose flicker stays within --max-flicker as a perception_node "
-            "parameter file, with the prompts and rates in a labels file it names. See "
-            "docs/evaluation.md."
+            "write the most accurate one whose flicker stays within --max-flicker as a "
+            "perception_node parameter file, with the prompts and rates in a labels file it "
+            "names. See docs/evaluation.md."
         ),
     )
     _add_replay_options(parser)

@@ -340,23 +340,22 @@ def markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> str:
             for key, title in kinds
         ],
     )
-    lag = state.get("lag")
-    if lag:
-        delayed = lag["delayed_truth_accuracy"]
-        lines += ["", "Lag: the label reads a clip that ends at the step, so it can only follow a "
-                  "change after the change is seen. The ground truth itself, k steps late, "
-                  "would score " + " / ".join(_pct(delayed[k]) for k in delayed)
-                  + f" (k = {', '.join(delayed)}). Accuracy by steps since the true state "
-                  "changed:", ""]  # fmt: skip
-        keys = list(lag["steps_since_change"])
-        lines += _table(
-            ["steps since the change", *keys],
-            [
-                ["share of steps", *(_pct(lag["steps_since_change"][k]) for k in keys)],
-                ["stabilised", *(_pct(lag["stabilised"][k]) for k in keys)],
-                ["instant", *(_pct(lag["instant"][k]) for k in keys)],
-            ],
-        )
+    lag = state["lag"]
+    delayed = lag["delayed_truth_accuracy"]
+    lines += ["", "Lag: the label reads a clip that ends at the step, so it can only follow a "
+              "change after the change is seen. The ground truth itself, k steps late, "
+              "would score " + " / ".join(_pct(delayed[k]) for k in delayed)
+              + f" (k = {', '.join(delayed)}). Accuracy by steps since the true state "
+              "changed:", ""]  # fmt: skip
+    keys = list(lag["steps_since_change"])
+    lines += _table(
+        ["steps since the change", *keys],
+        [
+            ["share of steps", *(_pct(lag["steps_since_change"][k]) for k in keys)],
+            ["stabilised", *(_pct(lag["stabilised"][k]) for k in keys)],
+            ["instant", *(_pct(lag["instant"][k]) for k in keys)],
+        ],
+    )
     if "confusion" in images:
         lines += ["", f"![confusion matrix]({images['confusion']})"]
     if "embedding_map" in images:
