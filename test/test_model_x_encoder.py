@@ -81,10 +81,37 @@ def test_conv_stem_keeps_the_token_grid_and_its_order() -> None:
     assert moved.argmax().item() == 1 * 4 + 1 * 2 + 0
 
 
+@pytest.mark.parametrize(
+    ("width", "blocks", "widths", "residual"),
+    [
+        (0, 0, [8, 12, 24, 48], 0),
+        (16, 0, [16, 32, 48, 48], 0),
+        (16, 2, [16, 32, 48, 48], 8),
+        (64, 1, [48, 48, 48, 48], 4),
+    ],
+)
+def test_conv_stem_width_and_blocks(width: int, blocks: int, widths: list, residual: int) -> None:
+    """stem_width sets the first stage's channels (doubled per stage, at most hidden_size; 0
+    keeps the first stem's widths), stem_blocks adds residual blocks per stage, the token grid
+    stays the same, and a fresh residual block starts as the identity."""
+    from vljepa_ros.model.x_encoder import _ResidualBlock
+
+    cfg = XEncoderConfig(**SMALL, stem="conv", stem_width=width, stem_blocks=blocks)
+    stem = XEncoder(cfg).encoder.embeddings.patch_embeddings.eval()
+    convs = [m for m in stem.convs if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == widths
+    blocks_found = [m for m in stem.convs if isinstance(m, _ResidualBlock)]
+    assert len(blocks_found) == residual
+    assert stem(torch.randn(2, 3, 4, 32, 32)).shape == (2, 8, 48)
+    if blocks_found:
+        x = torch.rand(1, blocks_found[0].body[0].in_channels, 8, 8)
+        torch.testing.assert_close(blocks_found[0](x), x)
+
+
 def test_conv_stem_trains_and_round_trips_through_a_state_dict() -> None:
     """A conv-stem encoder's gradients reach the first convolution, and its weights (batch
     norm statistics included) load into a fresh encoder that then gives the same tokens."""
-    cfg = XEncoderConfig(**SMALL, stem="conv", frozen=False)
+    cfg = XEncoderConfig(**SMALL, stem="conv", frozen=False, stem_width=16, stem_blocks=1)
     torch.manual_seed(0)
     enc = XEncoder(cfg).train()
     enc(torch.randn(3, 4, 3, 32, 32)).square().mean().backward()
@@ -104,6 +131,8 @@ def test_conv_stem_trains_and_round_trips_through_a_state_dict() -> None:
     [
         ({"stem": "resnet"}, "stem must be one of"),
         ({"stem": "conv", "patch_size": 12, "crop_size": 36}, "power-of-two patch_size"),
+        ({"stem": "conv", "stem_blocks": -1}, "must be >= 0"),
+        ({"stem_width": 32}, "apply to stem: conv only"),
     ],
 )
 def test_bad_stem_settings_are_refused(changes: dict, message: str) -> None:

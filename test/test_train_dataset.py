@@ -159,3 +159,36 @@ def test_augment_keeps_shape_and_range_and_is_seeded() -> None:
     assert not torch.equal(a, video)
     off = AugmentConfig(shift_px=0, hflip=False, brightness=0, contrast=0, saturation=0)
     assert torch.equal(augment(video, off, torch.Generator().manual_seed(0)), video)
+
+
+def _reference_augment(video: torch.Tensor, config: AugmentConfig, seed: int) -> torch.Tensor:
+    """Augmentation written step by step: flip, replicate-pad and crop, then each jitter."""
+    generator = torch.Generator().manual_seed(seed)
+    b, t, c, h, w = video.shape
+    flip = torch.rand(b, generator=generator) < 0.5
+    video = torch.where(flip.view(b, 1, 1, 1, 1), video.flip(-1), video)
+    p = config.shift_px
+    padded = torch.nn.functional.pad(video.reshape(b, t * c, h, w), (p, p, p, p), mode="replicate")
+    offsets = torch.randint(0, 2 * p + 1, (b, 2), generator=generator).tolist()
+    video = torch.stack([padded[i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(offsets)])
+    video = video.view(b, t, c, h, w)
+
+    def factor(amount: float) -> torch.Tensor:
+        return 1 - amount + 2 * amount * torch.rand(b, 1, 1, 1, 1, generator=generator)
+
+    video = video * factor(config.brightness)
+    mean = video.mean(dim=(1, 2, 3, 4), keepdim=True)
+    video = (video - mean) * factor(config.contrast) + mean
+    grey = video.mean(dim=2, keepdim=True)
+    video = (video - grey) * factor(config.saturation) + grey
+    return video.clamp(0, 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_augment_matches_the_step_by_step_definition(seed: int) -> None:
+    """The one-gather, one-pass augmentation equals flip, replicate-pad-and-crop, brightness,
+    contrast and saturation applied one after the other with the same random draws."""
+    video = torch.rand(6, 4, 3, SIZE, SIZE)
+    config = AugmentConfig(shift_px=5, hflip=True, brightness=0.3, contrast=0.3, saturation=0.3)
+    fast = augment(video, config, torch.Generator().manual_seed(seed))
+    assert torch.allclose(fast, _reference_augment(video, config, seed), atol=1e-5)

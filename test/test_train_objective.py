@@ -9,7 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from vljepa_ros.model import VLJepa, info_nce
-from vljepa_ros.train.objective import ContrastiveStep, masked_info_nce, same_meaning
+from vljepa_ros.train.objective import (
+    ContrastiveStep,
+    masked_info_nce,
+    prompt_classification,
+    same_meaning,
+)
 
 
 def test_same_meaning_pairs_equal_keys_or_texts() -> None:
@@ -84,3 +89,60 @@ def test_label_prompts_are_extra_negatives_only_where_allowed() -> None:
     assert float(masked_info_nce(pred, target, 0.1, None, prompts, none_allowed)) == base
     row0_against_prompt0 = torch.tensor([[True, False], [False, False]])
     assert float(masked_info_nce(pred, target, 0.1, None, prompts, row0_against_prompt0)) > base
+
+
+def test_prompt_classification_scores_answers_against_their_own_prompt() -> None:
+    """An answer next to its own prompt costs little, next to another state's prompt much; rows
+    about no state (-1) are left out, and a batch without any gives zero that back-propagates."""
+    prompts = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    answers = torch.tensor([[0.9, 0.1], [0.1, 0.9], [5.0, 5.0]])
+    right = float(prompt_classification(answers, prompts, torch.tensor([0, 1, -1]), 0.1))
+    wrong = float(prompt_classification(answers, prompts, torch.tensor([1, 0, -1]), 0.1))
+    assert right < 1e-3 < 5.0 < wrong
+    alone = float(prompt_classification(answers[:2], prompts, torch.tensor([0, 1]), 0.1))
+    assert math.isclose(right, alone, rel_tol=1e-6)
+    answers.requires_grad_(True)
+    nothing = prompt_classification(answers, prompts, torch.tensor([-1, -1, -1]), 0.1)
+    nothing.backward()
+    assert float(nothing.detach()) == 0.0
+    assert answers.grad is not None
+
+
+def test_contrastive_step_adds_the_weighted_text_loss(micro_config) -> None:
+    """With text_weight w the step's loss is the InfoNCE plus w times the prompt classification
+    of the distinct answers, and that term's gradient reaches the trainable Y-encoder."""
+    torch.manual_seed(0)
+    y_encoder = dataclasses.replace(micro_config.y_encoder, trainable=True)
+    model = VLJepa(dataclasses.replace(micro_config, y_encoder=y_encoder)).eval()
+    cfg = model.cfg.x_encoder
+    video = torch.randn(2, cfg.num_frames, 3, cfg.crop_size, cfg.crop_size)
+    queries, query_mask = model.encode_query(["what is the robot doing?"])
+    ids, mask = model.y_encoder.tokenize(["the arm grabs the red cube", "no, it is empty"])
+    prompt_ids, prompt_mask = model.y_encoder.tokenize(["grasping", "idle"])
+    state = torch.tensor([0, -1])
+    args = (
+        video,
+        torch.tensor([0, 1]),
+        queries.detach(),
+        query_mask,
+        torch.tensor([0, 0]),
+        ids,
+        mask,
+        torch.tensor([0, 1]),
+        torch.eye(2, dtype=torch.bool),
+        prompt_ids,
+        prompt_mask,
+        torch.ones(2, 2, dtype=torch.bool),
+        state,
+    )
+    step = ContrastiveStep(model)
+    base = step(*args, 0.0)
+    weighted = step(*args, 2.0)
+    with torch.no_grad():
+        answers = model.y_encoder(ids, mask)
+        prompts = model.y_encoder(prompt_ids, prompt_mask)
+        text = prompt_classification(answers, prompts, state, model.loss_fn.temperature)
+    assert torch.allclose(weighted - base, 2.0 * text, atol=1e-5)
+    model.zero_grad()
+    (weighted - base).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.y_encoder.parameters())

@@ -61,6 +61,11 @@ class XEncoderConfig:
     # "patch": V-JEPA 2's linear tubelet embedding (what public checkpoints hold); "conv": a
     # convolutional stem (see x_encoder.ConvStem), for encoders trained from scratch.
     stem: str = "patch"
+    # Conv stem only: channels of its first stage, doubled every stage up to hidden_size (0: the
+    # first shipped stem's widths, hidden_size / 2**(stages-1) and up), and residual 3x3 blocks
+    # after each stage's stride-2 convolution.
+    stem_width: int = 0
+    stem_blocks: int = 0
     resize_scale: float = 1.0  # shortest edge -> crop_size * resize_scale before centre crop
     image_mean: tuple[float, ...] = IMAGENET_MEAN
     image_std: tuple[float, ...] = IMAGENET_STD
@@ -100,6 +105,15 @@ class XEncoderConfig:
         _require(
             self.stem != "conv" or (self.patch_size & (self.patch_size - 1) == 0),
             f"XEncoderConfig: a conv stem needs a power-of-two patch_size, got {self.patch_size}",
+        )
+        _require(
+            self.stem_width >= 0 and self.stem_blocks >= 0,
+            f"XEncoderConfig: stem_width and stem_blocks must be >= 0, got {self.stem_width} "
+            f"and {self.stem_blocks}",
+        )
+        _require(
+            self.stem == "conv" or (self.stem_width == 0 and self.stem_blocks == 0),
+            "XEncoderConfig: stem_width and stem_blocks apply to stem: conv only",
         )
         _require(
             len(self.image_mean) == 3 and len(self.image_std) == 3,

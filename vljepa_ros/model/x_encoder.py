@@ -40,12 +40,32 @@ def hf_config(cfg: XEncoderConfig) -> VJEPA2Config:
     return config
 
 
+class _ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and a skip connection (ResNet's basic block)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        last = nn.BatchNorm2d(width)
+        nn.init.zeros_(last.weight)  # the block starts as the identity
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            last,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.body(x))
+
+
 class ConvStem(nn.Module):
     """Convolutional tubelet embedding: a drop-in for V-JEPA 2's `patch_embeddings`.
 
     The frames of a tubelet are stacked as channels (so the first layer sees motion between
     them), then log2(patch_size) stride-2 3x3 convolutions with batch norm and ReLU double the
-    channels up to `hidden_size`, and a 1x1 `proj` gives the token. Early convolutions make a
+    channels up to `hidden_size` (from `stem_width`, each followed by `stem_blocks` residual
+    blocks), and a 1x1 `proj` gives the token. Early convolutions make a
     ViT trained from scratch converge much faster than a linear patch embedding (Xiao et al.,
     "Early Convolutions Help Transformers See Better", 2021); the token grid, count and order
     are the same as the patch embedding's, so the transformer above is unchanged.
@@ -56,7 +76,10 @@ class ConvStem(nn.Module):
         self.tubelet_size = cfg.tubelet_size
         self.patch_size = cfg.patch_size
         stages = cfg.patch_size.bit_length() - 1  # patch_size = 2 ** stages
-        widths = [max(8, cfg.hidden_size >> (stages - 1 - i)) for i in range(stages)]
+        if cfg.stem_width:
+            widths = [min(cfg.hidden_size, cfg.stem_width << i) for i in range(stages)]
+        else:
+            widths = [max(8, cfg.hidden_size >> (stages - 1 - i)) for i in range(stages)]
         layers: list[nn.Module] = []
         channels = 3 * cfg.tubelet_size
         for width in widths:
@@ -65,6 +88,7 @@ class ConvStem(nn.Module):
                 nn.BatchNorm2d(width),
                 nn.ReLU(inplace=True),
             ]
+            layers += [_ResidualBlock(width) for _ in range(cfg.stem_blocks)]
             channels = width
         self.convs = nn.Sequential(*layers)
         self.proj = nn.Conv2d(channels, cfg.hidden_size, 1)

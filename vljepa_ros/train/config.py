@@ -140,6 +140,9 @@ class StageConfig:
     queries: tuple[str, ...] = ("caption",)  # kinds, see QUERY_KINDS
     queries_per_clip: int = 1  # kinds drawn per clip; the X-encoder runs once per clip
     prompt_fraction: float = 0.5  # `doing`: share of answers that are the label prompt
+    # Text-side loss (objective.prompt_classification): every answer about a state, nearest its
+    # own state's label prompt among all prompts; adapts the Y-encoder's wording of states.
+    text_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.steps >= 0, "stage steps must be >= 0")
@@ -154,6 +157,7 @@ class StageConfig:
             "stage queries_per_clip must be between 1 and the number of queries",
         )
         _check(0 <= self.prompt_fraction <= 1, "stage prompt_fraction must be in [0, 1]")
+        _check(self.text_weight >= 0, "stage text_weight must be >= 0")
 
 
 @dataclass(frozen=True)

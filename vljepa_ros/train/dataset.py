@@ -318,30 +318,41 @@ class ClipSampler:
 
 
 def augment(video: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Per-clip random shift, horizontal flip and colour jitter of (B, T, 3, S, S) in [0, 1]."""
+    """Per-clip random shift, horizontal flip and colour jitter of (B, T, 3, S, S) in [0, 1].
+
+    The shift repeats the edge pixels (as replicate padding would). Flip and shift are one
+    gather; brightness, contrast (about the clip's mean) and saturation (about each pixel's
+    grey) are affine per clip, so they are folded into one pass.
+    """
     b, t, c, h, w = video.shape
     device = video.device
 
-    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
-        return low + (high - low) * torch.rand(*shape, generator=generator).to(device)
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return (low + (high - low) * torch.rand(b, 1, 1, 1, 1, generator=generator)).to(device)
 
-    if config.hflip:
-        flip = torch.rand(b, generator=generator) < 0.5
-        video = torch.where(flip.to(device).view(b, 1, 1, 1, 1), video.flip(-1), video)
+    rows = torch.arange(h).expand(b, h)
+    cols = torch.arange(w).expand(b, w)
+    flip = torch.rand(b, generator=generator) < 0.5 if config.hflip else None
     if config.shift_px > 0:
         p = config.shift_px
-        padded = F.pad(video.reshape(b, t * c, h, w), (p, p, p, p), mode="replicate")
-        offsets = torch.randint(0, 2 * p + 1, (b, 2), generator=generator).tolist()
-        crops = [padded[i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(offsets)]
-        video = torch.stack(crops).view(b, t, c, h, w)
+        offsets = torch.randint(0, 2 * p + 1, (b, 2), generator=generator) - p
+        rows = (rows + offsets[:, :1]).clamp(0, h - 1)
+        cols = (cols + offsets[:, 1:]).clamp(0, w - 1)
+    if flip is not None:
+        cols = torch.where(flip[:, None], (w - 1) - cols, cols)  # flipped, then shifted
+    # out[i, ..., y, x] = video[i, ..., rows[i, y], cols[i, x]]
+    index = (rows[:, :, None] * w + cols[:, None, :]).reshape(b, 1, h * w).to(device)
+    flat = video.reshape(b, t * c, h * w)
+    video = torch.gather(flat, 2, index.expand(b, t * c, h * w)).view(b, t, c, h, w)
+    scale = torch.ones(b, 1, 1, 1, 1, device=device)
+    offset = torch.zeros(b, 1, 1, 1, 1, device=device)
     if config.brightness > 0:
-        video = video * uniform(1 - config.brightness, 1 + config.brightness, b, 1, 1, 1, 1)
+        scale = uniform(1 - config.brightness, 1 + config.brightness)
     if config.contrast > 0:
-        mean = video.mean(dim=(1, 2, 3, 4), keepdim=True)
-        factor = uniform(1 - config.contrast, 1 + config.contrast, b, 1, 1, 1, 1)
-        video = (video - mean) * factor + mean
+        factor = uniform(1 - config.contrast, 1 + config.contrast)
+        offset = video.mean(dim=(1, 2, 3, 4), keepdim=True) * scale * (1 - factor)
+        scale = scale * factor
     if config.saturation > 0:
-        grey = video.mean(dim=2, keepdim=True)
-        factor = uniform(1 - config.saturation, 1 + config.saturation, b, 1, 1, 1, 1)
-        video = (video - grey) * factor + grey
-    return video.clamp(0, 1)
+        factor = uniform(1 - config.saturation, 1 + config.saturation)
+        video = torch.lerp(video.mean(dim=2, keepdim=True), video, factor)
+    return (video * scale + offset).clamp_(0, 1)

@@ -15,6 +15,11 @@ A batch rarely holds every robot state, so the rows about a state (`doing` and `
 answers) also get every label prompt of another state as a negative (`extra`): each such row is
 a classification among all the prompts as well as a match among the batch's answers, which is
 what the perception node does with the prediction.
+
+Optionally (`text_weight`), a text-side term adapts the Y-encoder itself: every distinct answer
+about a state must be nearest its own state's label prompt among all the prompts
+(`prompt_classification`), so the many wordings of one state stay together and apart from the
+other states' in the target space. It uses the embeddings the step computes anyway.
 """
 
 from __future__ import annotations
@@ -88,6 +93,24 @@ def masked_info_nce(
         return 0.5 * (F.cross_entropy(to_text, labels) + F.cross_entropy(logits.T, labels))
 
 
+def prompt_classification(
+    answers: torch.Tensor,
+    prompts: torch.Tensor,
+    state_index: torch.Tensor,
+    temperature: torch.Tensor | float,
+) -> torch.Tensor:
+    """Cross-entropy of answers (U, D) among label prompts (K, D): answer u belongs to prompt
+    `state_index[u]` (U,), -1 for answers about no state (left out). fp32 scalar (0 if none)."""
+    with torch.autocast(device_type=answers.device.type, enabled=False):
+        keep = state_index >= 0
+        if not bool(keep.any()):
+            return answers.float().sum() * 0.0
+        a = F.normalize(answers[keep].float(), dim=-1)
+        p = F.normalize(prompts.float(), dim=-1)
+        temp = torch.as_tensor(temperature, dtype=torch.float32, device=a.device)
+        return F.cross_entropy(a @ p.T / temp, state_index[keep])
+
+
 class ContrastiveStep(nn.Module):
     """Loss of one batch of (clip, query, answer) rows; wraps the model for DDP."""
 
@@ -109,11 +132,14 @@ class ContrastiveStep(nn.Module):
         extra_ids: torch.Tensor | None = None,
         extra_mask: torch.Tensor | None = None,
         extra_negative: torch.Tensor | None = None,
+        text_state: torch.Tensor | None = None,
+        text_weight: float = 0.0,
     ) -> torch.Tensor:
         # video (B, T, 3, S, S); clip_index (N,) row -> clip
         # query_states (Q, Lq, Hq) and query_mask (Q, Lq) of the distinct queries, query_index (N,)
         # text_ids, text_mask (U, L) of the distinct answers, text_index (N,); same (N, N)
         # extra_ids, extra_mask (K, L): label prompts, further negatives where extra_negative
+        # text_state (U,): the prompt each distinct answer is about (-1: none), for text_weight
         visual = self.model.x_encoder(video)  # (B, V, Hx)
         pred = self.model.predictor(
             visual[clip_index], query_states[query_index], query_mask[query_index]
@@ -122,7 +148,7 @@ class ContrastiveStep(nn.Module):
         extra = None
         if extra_ids is not None and extra_mask is not None and extra_negative is not None:
             extra = self.model.y_encoder(extra_ids, extra_mask)  # (K, D)
-        return masked_info_nce(
+        loss = masked_info_nce(
             pred,
             answers[text_index],
             self.model.loss_fn.temperature,
@@ -130,6 +156,11 @@ class ContrastiveStep(nn.Module):
             extra,
             extra_negative,
         )
+        if text_weight > 0 and extra is not None and text_state is not None:
+            temperature = self.model.loss_fn.temperature
+            text = prompt_classification(answers, extra, text_state, temperature)
+            loss = loss + text_weight * text
+        return loss
 
 
 class DecoderStep(nn.Module):

@@ -451,6 +451,7 @@ def train(
         # Label prompts: further negatives of every row about a state (objective.py).
         prompt_texts = list(labels.values())
         prompt_keys = [AnswerMaker.prompt_key(name) for name in labels]
+        prompt_of_state = {name: k for k, name in enumerate(labels)}
         prompt_ids, prompt_mask = model.y_encoder.tokenize(prompt_texts)
         bar.set_description(stage_name)
 
@@ -481,6 +482,10 @@ def train(
                 prompt_negative = about_state[:, None] & ~same_meaning(
                     batch.keys, batch.texts, prompt_keys, prompt_texts
                 )
+                text_state = [-1] * len(distinct_texts)
+                for text, key in zip(batch.texts, batch.keys, strict=True):
+                    if key[0] == "state" and key[1] in prompt_of_state:
+                        text_state[distinct_texts.index(text)] = prompt_of_state[key[1]]
                 with autocast:
                     loss = runner(
                         video,
@@ -495,6 +500,8 @@ def train(
                         prompt_ids,
                         prompt_mask,
                         prompt_negative.to(device),
+                        torch.tensor(text_state, device=device),
+                        stage.text_weight,
                     )
                 clips = len(batch.video)
             else:
