@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from vljepa_ros.model import VLJepa, info_nce
 from vljepa_ros.train.objective import (
     ContrastiveStep,
+    frozen_lower_layers,
     masked_info_nce,
     prompt_classification,
     same_meaning,
@@ -146,3 +148,63 @@ def test_contrastive_step_adds_the_weighted_text_loss(micro_config) -> None:
     model.zero_grad()
     (weighted - base).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.y_encoder.parameters())
+
+
+def _top_layer_model(micro_config, layers: int) -> VLJepa:
+    from vljepa_ros.train.trainer import freeze_y_encoder_layers
+
+    torch.manual_seed(0)
+    model = VLJepa(micro_config).eval()
+    freeze_y_encoder_layers(model, layers)
+    return model
+
+
+@pytest.mark.parametrize(("layers", "frozen"), [(1, 1), (0, 2), (-1, 0)])
+def test_frozen_lower_layers_counts_the_layers_below_the_first_trainable_one(
+    micro_config, layers: int, frozen: int
+) -> None:
+    """With the top layer of a 2-layer Y-encoder training, 1 layer can be cached; with none
+    training, both; with the whole backbone training (embeddings too), none."""
+    assert frozen_lower_layers(_top_layer_model(micro_config, layers).y_encoder) == frozen
+
+
+def test_cached_lower_text_layers_give_the_same_loss_and_gradients(micro_config) -> None:
+    """The step with the frozen lower Y-encoder layer cached per text gives the loss and the
+    gradients of the plain step, also on a later step that reuses cached texts in another
+    batch (other padding length), and runs the lower layer once per distinct text."""
+    model = _top_layer_model(micro_config, 1)
+    cfg = model.cfg.x_encoder
+    video = torch.randn(2, cfg.num_frames, 3, cfg.crop_size, cfg.crop_size)
+    queries, query_mask = model.encode_query(["what is the robot doing?"])
+    plain, cached = ContrastiveStep(model), ContrastiveStep(model, True)
+    assert cached.lower is not None
+    top = model.y_encoder.layer_stack()[-1]
+    lower_calls = []
+    model.y_encoder.layer_stack()[0].register_forward_hook(
+        lambda m, i, o: lower_calls.append(len(i[0]))
+    )
+    for texts in (["the arm grabs the red cube", "no"], ["no", "the arm lifts a very long bar"]):
+        ids, mask = model.y_encoder.tokenize(texts)
+        args = (
+            video,
+            torch.tensor([0, 1]),
+            queries.detach(),
+            query_mask,
+            torch.tensor([0, 0]),
+            ids,
+            mask,
+            torch.tensor([0, 1]),
+            torch.eye(2, dtype=torch.bool),
+        )
+        grads = []
+        for step in (plain, cached):
+            model.zero_grad()
+            loss = step(*args)
+            loss.backward()
+            grads.append((float(loss.detach()), [p.grad.clone() for p in top.parameters()]))
+        assert math.isclose(grads[0][0], grads[1][0], rel_tol=1e-5)
+        for a, b in zip(grads[0][1], grads[1][1], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert len(cached.lower.cache) == 3
+    # texts through the lower layer: plain 2 and 2; cached 2, then only the new one
+    assert sum(lower_calls) == 2 + 2 + 2 + 1

@@ -175,6 +175,40 @@ class TextEncoder(nn.Module):
         pooled = mean_pool(self.token_states(input_ids, mask), mask)
         return F.normalize(self.head(self.dense(pooled)).float(), dim=-1)
 
+    # ----------------------------------------------------------------------- split forward
+
+    def layer_stack(self) -> nn.ModuleList | None:
+        """The backbone's transformer layers when it is a BERT-style encoder (token embeddings,
+        then `encoder.layer` fed the hidden states and the attention mask, nothing else), so its
+        forward can be split between layers (`hidden_after`, `embed_from`); None otherwise."""
+        layers = getattr(getattr(self.backbone, "encoder", None), "layer", None)
+        if isinstance(layers, nn.ModuleList) and hasattr(self.backbone, "embeddings"):
+            return layers
+        return None
+
+    def hidden_after(self, input_ids: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:
+        # (B, L) ids, (B, L) mask -> (B, L, hidden): token states after the first `count` layers
+        out = self.backbone(
+            input_ids=input_ids, attention_mask=mask.long(), output_hidden_states=True
+        )
+        return out.hidden_states[count]
+
+    def embed_from(self, hidden: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
+        # (B, L, hidden) states after layer `start`, (B, L) mask -> (B, D) L2-normalised: the
+        # same as forward() on the texts, running only layers start.. (see layer_stack)
+        from transformers.masking_utils import create_bidirectional_mask
+
+        layers = self.layer_stack()
+        if layers is None:
+            raise ModelError(f"text encoder {self.folder} cannot run from cached layer states")
+        attention = create_bidirectional_mask(
+            config=self.backbone.config, inputs_embeds=hidden, attention_mask=mask.long()
+        )
+        for layer in list(layers)[start:]:
+            hidden = layer(hidden, attention)
+        pooled = mean_pool(hidden, mask)
+        return F.normalize(self.head(self.dense(pooled)).float(), dim=-1)
+
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Texts -> (N, D) L2-normalised fp32 embeddings."""
         if isinstance(texts, str):

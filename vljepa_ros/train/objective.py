@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vljepa_ros.model import VLJepa
+from vljepa_ros.model.y_encoder import TextEncoder
 from vljepa_ros.train.targets import Key
 
 
@@ -111,12 +112,66 @@ def prompt_classification(
         return F.cross_entropy(a @ p.T / temp, state_index[keep])
 
 
-class ContrastiveStep(nn.Module):
-    """Loss of one batch of (clip, query, answer) rows; wraps the model for DDP."""
+class LowerStates:
+    """Token states of texts after the Y-encoder's lower `count` layers, computed once per text
+    (keyed by its token ids) and reused. Only for layers that do not train: the answers of a
+    run repeat (a few thousand distinct texts), so the frozen part of the text encoder, most of
+    its cost, runs once per text instead of once per step. At most `limit` texts are kept."""
 
-    def __init__(self, model: VLJepa) -> None:
+    def __init__(self, encoder: TextEncoder, count: int, limit: int = 50_000) -> None:
+        self.encoder, self.count, self.limit = encoder, count, limit
+        self.cache: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # (B, L) ids, (B, L) mask -> (B, L, hidden), zeros at padded positions
+        keys = [tuple(row[m].tolist()) for row, m in zip(ids, mask, strict=True)]
+        missing = list({key: k for k, key in enumerate(keys) if key not in self.cache}.values())
+        if missing:
+            if len(self.cache) + len(missing) > self.limit:
+                self.cache.clear()
+            with torch.no_grad():
+                states = self.encoder.hidden_after(ids[missing], mask[missing], self.count)
+            for j, k in enumerate(missing):
+                self.cache[keys[k]] = states[j][mask[k]].detach().clone()
+        first = self.cache[keys[0]]
+        out = first.new_zeros(*ids.shape, first.shape[-1])
+        for k, key in enumerate(keys):
+            out[k][mask[k]] = self.cache[key]
+        return out
+
+
+def frozen_lower_layers(encoder: TextEncoder) -> int:
+    """How many lower Y-encoder layers do not train and can be cached (`LowerStates`): the
+    layers below the first trainable one, or all of them when none train (then the backbone,
+    with its embeddings, must be frozen too); 0 when the backbone cannot run from cached states."""
+    layers = encoder.layer_stack()
+    if layers is None:
+        return 0
+    embeddings_train = any(p.requires_grad for p in encoder.backbone.embeddings.parameters())
+    if embeddings_train:
+        return 0
+    trainable = [any(p.requires_grad for p in layer.parameters()) for layer in layers]
+    return trainable.index(True) if any(trainable) else len(layers)
+
+
+class ContrastiveStep(nn.Module):
+    """Loss of one batch of (clip, query, answer) rows; wraps the model for DDP.
+
+    With `cache_lower_text_layers` the Y-encoder's frozen lower layers run once per distinct
+    text (`LowerStates`) and only the layers that train run every step; the loss is the same.
+    """
+
+    def __init__(self, model: VLJepa, cache_lower_text_layers: bool = False) -> None:
         super().__init__()
         self.model = model
+        count = frozen_lower_layers(model.y_encoder) if cache_lower_text_layers else 0
+        self.lower = LowerStates(model.y_encoder, count) if count else None
+
+    def _texts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # (U, L) ids, (U, L) mask -> (U, D) L2-normalised answer embeddings
+        if self.lower is None:
+            return self.model.y_encoder(ids, mask)
+        return self.model.y_encoder.embed_from(self.lower(ids, mask), mask, self.lower.count)
 
     def forward(
         self,
@@ -144,10 +199,10 @@ class ContrastiveStep(nn.Module):
         pred = self.model.predictor(
             visual[clip_index], query_states[query_index], query_mask[query_index]
         )  # (N, D)
-        answers = self.model.y_encoder(text_ids, text_mask)  # (U, D)
+        answers = self._texts(text_ids, text_mask)  # (U, D)
         extra = None
         if extra_ids is not None and extra_mask is not None and extra_negative is not None:
-            extra = self.model.y_encoder(extra_ids, extra_mask)  # (K, D)
+            extra = self._texts(extra_ids, extra_mask)  # (K, D)
         loss = masked_info_nce(
             pred,
             answers[text_index],

@@ -446,7 +446,8 @@ def train(
         if optimizer_plain is not None and progress.stage == stage_name and step > stage_begin:
             load_optimizer(state_dir or last_dir, optimizer, optimizer_plain)
         params = [p for g in optimizer.param_groups for p in g["params"]]
-        runner = _wrap(ContrastiveStep(model) if contrastive else DecoderStep(model), ctx, device)
+        step_module = ContrastiveStep(model, True) if contrastive else DecoderStep(model)
+        runner = _wrap(step_module, ctx, device)
         text_cache: dict[str, torch.Tensor] = {}
         # Label prompts: further negatives of every row about a state (objective.py).
         prompt_texts = list(labels.values())
