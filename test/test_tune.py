@@ -78,6 +78,17 @@ def test_stabilising_settings_win_on_odd_steps() -> None:
     assert best.accuracy > 0.8
 
 
+def test_workers_give_the_same_trials() -> None:
+    """The grid run in two worker processes gives the same trials, in the same order, as in
+    one process."""
+    streams = [noisy_stream(seed) for seed in range(2)]
+    one = tune.tune_tracker(streams, LABELS, MATRIX, GRID, max_flicker=1.5)
+    two = tune.tune_tracker(streams, LABELS, MATRIX, GRID, max_flicker=1.5, workers=2)
+    assert two == one
+    with pytest.raises(ValueError, match="workers"):
+        tune.tune_tracker(streams, LABELS, MATRIX, GRID, workers=0)
+
+
 def test_tuning_needs_streams_and_a_positive_bound() -> None:
     with pytest.raises(ValueError, match="no annotated streams"):
         tune.tune_tracker([], LABELS, MATRIX, GRID)

@@ -197,6 +197,7 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
             progress=lambda done, total: (
                 say(f"{done}/{total} settings") if done % 200 == 0 else None
             ),
+            workers=args.workers,
         )
     except (evaluate.EvalError, ModelError, ValueError, FileNotFoundError) as exc:
         print(f"vljepa tune-tracker: {exc}", file=sys.stderr)
@@ -255,6 +256,12 @@ def add_tune_parser(subparsers: Any) -> None:
         type=_positive_float,
         default=1.5,
         help="most predicted label switches per ground-truth switch allowed",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="processes that run the grid's settings (the result does not depend on it)",
     )
     parser.set_defaults(handler=_cmd_tune_tracker)
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import multiprocessing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -235,6 +237,19 @@ def run_trial(
     )
 
 
+_WORKER: dict[str, Any] = {}  # a tuning worker's streams, labels and matrix
+
+
+def _init_worker(
+    streams: Sequence[LabelledStream], labels: Sequence[str], matrix: np.ndarray
+) -> None:
+    _WORKER.update(streams=streams, labels=labels, matrix=matrix)
+
+
+def _worker_trial(config: StateTrackerConfig) -> Trial:
+    return run_trial(config, _WORKER["streams"], _WORKER["labels"], _WORKER["matrix"])
+
+
 def tune_tracker(
     streams: Sequence[LabelledStream],
     labels: Sequence[str],
@@ -243,23 +258,40 @@ def tune_tracker(
     max_flicker: float = 1.5,
     base: StateTrackerConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> list[Trial]:
     """Every setting of the grid, best first: settings within `max_flicker` before the others,
-    then by accuracy, then by edit score.
+    then by accuracy, then by edit score. `workers` > 1 runs the settings in that many
+    processes (each gets the streams once); the trials are the same.
 
     Raises:
-        ValueError: no streams, or max_flicker not positive.
+        ValueError: no streams, max_flicker not positive, or workers < 1.
     """
     if not streams:
         raise ValueError("no annotated streams to tune on")
     if not max_flicker > 0:
         raise ValueError(f"max_flicker must be > 0, got {max_flicker}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     configs = (grid or TrackerGrid()).configs(base or StateTrackerConfig())
-    trials = []
-    for i, config in enumerate(configs):
-        trials.append(run_trial(config, streams, labels, matrix))
-        if progress:
-            progress(i + 1, len(configs))
+    trials: list[Trial] = []
+    if workers == 1:
+        results: Any = (run_trial(config, streams, labels, matrix) for config in configs)
+        pool = None
+    else:
+        # spawn: fresh interpreters, nothing of the parent's torch threads inherited
+        context = multiprocessing.get_context("spawn")
+        pool = context.Pool(workers, _init_worker, (list(streams), list(labels), matrix))
+        results = pool.imap(_worker_trial, configs, chunksize=8)
+    try:
+        for trial in results:
+            trials.append(trial)
+            if progress:
+                progress(len(trials), len(configs))
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     return sorted(trials, key=lambda t: (t.flicker > max_flicker, -t.accuracy, -t.edit))
 
 
