@@ -16,6 +16,7 @@ from vljepa_ros.train.objective import (
     masked_info_nce,
     prompt_classification,
     same_meaning,
+    state_classification,
 )
 
 
@@ -148,6 +149,60 @@ def test_contrastive_step_adds_the_weighted_text_loss(micro_config) -> None:
     model.zero_grad()
     (weighted - base).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.y_encoder.parameters())
+
+
+def test_state_classification_reads_the_mean_visual_token() -> None:
+    """The head sees the mean of a clip's visual tokens: a head that reads the state off it
+    costs little, the wrong states cost much, clips without a state (-1) are left out, and a
+    batch without any gives zero that back-propagates."""
+    head = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(10 * torch.eye(2))
+    # (B=3, V=2, H=2): the clips' token means are (1, 0), (0, 1) and (1, 1)
+    visual = torch.tensor([[[2.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]], [[1.0, 1.0]] * 2])
+    right = float(state_classification(head, visual, torch.tensor([0, 1, -1])))
+    wrong = float(state_classification(head, visual, torch.tensor([1, 0, -1])))
+    assert right < 1e-3 < 5.0 < wrong
+    visual.requires_grad_(True)
+    nothing = state_classification(head, visual, torch.tensor([-1, -1, -1]))
+    nothing.backward()
+    assert float(nothing.detach()) == 0.0
+    assert visual.grad is not None
+
+
+def test_contrastive_step_adds_the_weighted_state_loss(micro_config) -> None:
+    """With state_weight w the step's loss is the InfoNCE plus w times the state head's
+    cross-entropy; its gradient reaches the X-encoder, and the head is not the model's."""
+    torch.manual_seed(0)
+    x_encoder = dataclasses.replace(micro_config.x_encoder, frozen=False)
+    model = VLJepa(dataclasses.replace(micro_config, x_encoder=x_encoder)).eval()
+    cfg = model.cfg.x_encoder
+    video = torch.randn(2, cfg.num_frames, 3, cfg.crop_size, cfg.crop_size)
+    queries, query_mask = model.encode_query(["what is the robot doing?"])
+    ids, mask = model.y_encoder.tokenize(["the arm grabs the red cube", "the arm is still"])
+    args = (
+        video,
+        torch.tensor([0, 1]),
+        queries.detach(),
+        query_mask,
+        torch.tensor([0, 0]),
+        ids,
+        mask,
+        torch.tensor([0, 1]),
+        torch.eye(2, dtype=torch.bool),
+    )
+    step = ContrastiveStep(model, state_classes=7)
+    assert step.state_head is not None
+    clip_state = torch.tensor([2, -1])
+    base = step(*args)
+    weighted = step(*args, clip_state=clip_state, state_weight=2.0)
+    with torch.no_grad():
+        expected = state_classification(step.state_head, model.x_encoder(video), clip_state)
+    assert torch.allclose(weighted - base, 2.0 * expected, atol=1e-5)
+    model.zero_grad()
+    (weighted - base).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.x_encoder.parameters())
+    assert not any(k.startswith("state_head") for k in model.state_dict())
 
 
 def _top_layer_model(micro_config, layers: int) -> VLJepa:

@@ -9,12 +9,16 @@ import torch
 
 from vljepa_ros.model import CheckpointError, VLJepaRuntime
 from vljepa_ros.train.config import TrainConfig
+from vljepa_ros.train.objective import ContrastiveStep
 from vljepa_ros.train.state import (
+    OBJECTIVE_NAME,
     OPTIMIZER_NAME,
     STATE_NAME,
     Progress,
     find_state,
+    load_objective,
     load_optimizer,
+    objective_tensors,
     optimizer_state,
     optimizer_tensors,
     read_progress,
@@ -86,3 +90,25 @@ def test_corrupt_state_is_a_checkpoint_error(micro_model, tmp_path: Path) -> Non
     (directory / STATE_NAME).write_text("{")
     with pytest.raises(CheckpointError, match=STATE_NAME):
         read_progress(directory)
+
+
+def test_the_objectives_state_head_round_trips_and_a_missing_one_is_an_error(
+    micro_model, tmp_path: Path
+) -> None:
+    """The objective's own weights (the state head, not the model's) are saved beside the
+    model and restored on resume; resuming a run that saved none into one with a head fails
+    with the file's name, and an objective without own weights needs nothing."""
+    torch.manual_seed(0)
+    trained = ContrastiveStep(micro_model, state_classes=7)
+    tensors = objective_tensors(trained)
+    assert sorted(tensors) == ["state_head.bias", "state_head.weight"]
+    directory = tmp_path / "last"
+    save_state(directory, micro_model, None, Progress(4, "stage2", 1.0), TrainConfig(), tensors)
+    fresh = ContrastiveStep(micro_model, state_classes=7)
+    assert not torch.equal(fresh.state_head.weight, trained.state_head.weight)
+    load_objective(directory, fresh)
+    assert torch.equal(fresh.state_head.weight, trained.state_head.weight)
+    load_objective(directory, ContrastiveStep(micro_model))  # no head: nothing to restore
+    (directory / OBJECTIVE_NAME).unlink()
+    with pytest.raises(CheckpointError, match=OBJECTIVE_NAME):
+        load_objective(directory, fresh)

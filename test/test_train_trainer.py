@@ -81,19 +81,23 @@ def test_a_run_writes_model_log_resolved_config_and_summary(bags: Path, tmp_path
     assert abs(float(runtime.embed_clip(clip).norm()) - 1) < 1e-4
 
 
-def test_an_interrupted_run_resumes_to_the_same_weights(bags: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [(), ("stage2.state_weight=1.0",)], ids=["plain", "state-head"])
+def test_an_interrupted_run_resumes_to_the_same_weights(
+    bags: Path, tmp_path: Path, extra: tuple[str, ...]
+) -> None:
     """Interrupted mid-stage-2 and resumed with --resume, a run ends with exactly the weights
-    of an uninterrupted run (model, and optimizer restored from the checkpoint)."""
-    straight = train(_config(bags, tmp_path / "straight"))
+    of an uninterrupted run (model, optimizer and the objective's state head restored)."""
+    straight = train(_config(bags, tmp_path / "straight", *extra))
 
     def interrupt(step: int, stage: str, loss: float) -> None:
         if step == 5:
             raise KeyboardInterrupt
 
-    config = _config(bags, tmp_path / "resumed")
+    config = _config(bags, tmp_path / "resumed", *extra)
     with pytest.raises(KeyboardInterrupt):
         train(config, on_step=interrupt)
     assert (tmp_path / "resumed" / "last").is_dir()
+    assert (tmp_path / "resumed" / "last" / "objective.safetensors").is_file() == bool(extra)
     resumed = train(config, resume=True)
     assert resumed.steps == straight.steps
     a = read_file(straight.model_dir / "model.safetensors")

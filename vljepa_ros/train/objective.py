@@ -20,6 +20,13 @@ Optionally (`text_weight`), a text-side term adapts the Y-encoder itself: every 
 about a state must be nearest its own state's label prompt among all the prompts
 (`prompt_classification`), so the many wordings of one state stay together and apart from the
 other states' in the target space. It uses the embeddings the step computes anyway.
+
+Optionally (`state_weight`), a training aid for an X-encoder learned from scratch: a linear
+head reads the clip's robot state from the mean of its visual tokens (`state_classification`).
+The paper's X-encoder is a frozen, pretrained V-JEPA 2; without such weights the encoder has to
+learn the arm's pose and motion from the contrastive loss alone, through the predictor and the
+text space, which is slow. The head gives it a direct signal; it is not part of the model (the
+node still classifies by cosine to the label prompts) and only resume checkpoints keep it.
 """
 
 from __future__ import annotations
@@ -112,6 +119,19 @@ def prompt_classification(
         return F.cross_entropy(a @ p.T / temp, state_index[keep])
 
 
+def state_classification(
+    head: nn.Module, visual: torch.Tensor, clip_state: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy of the clips' robot states (B,) (-1: none, left out) read by `head` from
+    the mean of their visual tokens (B, V, H). fp32 scalar (0 if no clip has a state)."""
+    with torch.autocast(device_type=visual.device.type, enabled=False):
+        keep = clip_state >= 0
+        if not bool(keep.any()):
+            return visual.float().sum() * 0.0
+        logits = head(visual[keep].float().mean(1))  # (K, states)
+        return F.cross_entropy(logits, clip_state[keep])
+
+
 class LowerStates:
     """Token states of texts after the Y-encoder's lower `count` layers, computed once per text
     (keyed by its token ids) and reused. Only for layers that do not train: the answers of a
@@ -159,13 +179,18 @@ class ContrastiveStep(nn.Module):
 
     With `cache_lower_text_layers` the Y-encoder's frozen lower layers run once per distinct
     text (`LowerStates`) and only the layers that train run every step; the loss is the same.
+    With `state_classes` > 0 it owns the linear `state_head` of `state_classification`.
     """
 
-    def __init__(self, model: VLJepa, cache_lower_text_layers: bool = False) -> None:
+    def __init__(
+        self, model: VLJepa, cache_lower_text_layers: bool = False, state_classes: int = 0
+    ) -> None:
         super().__init__()
         self.model = model
         count = frozen_lower_layers(model.y_encoder) if cache_lower_text_layers else 0
         self.lower = LowerStates(model.y_encoder, count) if count else None
+        hidden = model.cfg.x_encoder.hidden_size
+        self.state_head = nn.Linear(hidden, state_classes) if state_classes else None
 
     def _texts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # (U, L) ids, (U, L) mask -> (U, D) L2-normalised answer embeddings
@@ -189,12 +214,15 @@ class ContrastiveStep(nn.Module):
         extra_negative: torch.Tensor | None = None,
         text_state: torch.Tensor | None = None,
         text_weight: float = 0.0,
+        clip_state: torch.Tensor | None = None,
+        state_weight: float = 0.0,
     ) -> torch.Tensor:
         # video (B, T, 3, S, S); clip_index (N,) row -> clip
         # query_states (Q, Lq, Hq) and query_mask (Q, Lq) of the distinct queries, query_index (N,)
         # text_ids, text_mask (U, L) of the distinct answers, text_index (N,); same (N, N)
         # extra_ids, extra_mask (K, L): label prompts, further negatives where extra_negative
         # text_state (U,): the prompt each distinct answer is about (-1: none), for text_weight
+        # clip_state (B,): each clip's robot state index (-1: none), for state_weight
         visual = self.model.x_encoder(video)  # (B, V, Hx)
         pred = self.model.predictor(
             visual[clip_index], query_states[query_index], query_mask[query_index]
@@ -215,6 +243,8 @@ class ContrastiveStep(nn.Module):
             temperature = self.model.loss_fn.temperature
             text = prompt_classification(answers, extra, text_state, temperature)
             loss = loss + text_weight * text
+        if state_weight > 0 and self.state_head is not None and clip_state is not None:
+            loss = loss + state_weight * state_classification(self.state_head, visual, clip_state)
         return loss
 
 

@@ -5,6 +5,8 @@ A resume checkpoint is a model checkpoint directory (`model.save_checkpoint`: lo
 
     train_config.yaml        the resolved TrainConfig of the run
     optimizer.safetensors    the optimizer's per-parameter tensors, keyed "<index>.<name>"
+    objective.safetensors    the training objective's own weights, when it has any
+                             (objective.ContrastiveStep.state_head)
     trainer_state.json       step, stage, elapsed time, the optimizer's param groups
 
 The random state needs no saving: every step draws from generators seeded by (seed, rank,
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from vljepa_ros.model import CheckpointError, VLJepa, save_checkpoint
 from vljepa_ros.model.weights import read_file, write_file
@@ -29,6 +32,7 @@ from vljepa_ros.train.config import CONFIG_NAME, TrainConfig
 
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
+OBJECTIVE_NAME = "objective.safetensors"
 STATE_VERSION = 1
 
 
@@ -66,14 +70,25 @@ def optimizer_state(tensors: dict[str, torch.Tensor], plain: Any) -> dict[str, A
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
+def objective_tensors(objective: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a training objective holds beside the model it wraps (its `model.*`)."""
+    return {
+        name: value.detach()
+        for name, value in objective.state_dict().items()
+        if not name.startswith("model.")
+    }
+
+
 def save_state(
     directory: Path,
     model: VLJepa,
     optimizer: torch.optim.Optimizer | None,
     progress: Progress,
     config: TrainConfig,
+    objective: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a resume checkpoint to `directory`, replacing any previous one atomically."""
+    """Write a resume checkpoint to `directory`, replacing any previous one atomically;
+    `objective`: the objective's own tensors (`objective_tensors`), if any."""
     tmp = directory.with_name(directory.name + ".tmp")
     old = directory.with_name(directory.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -83,6 +98,8 @@ def save_state(
     if optimizer is not None:
         tensors, plain = optimizer_tensors(optimizer)
         write_file(tensors, tmp / OPTIMIZER_NAME)
+    if objective:
+        write_file(objective, tmp / OBJECTIVE_NAME)
     state = {
         "version": STATE_VERSION,
         "step": progress.step,
@@ -137,3 +154,23 @@ def load_optimizer(directory: Path, optimizer: torch.optim.Optimizer, plain: Any
         optimizer.load_state_dict(optimizer_state(tensors, plain))
     except (ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"optimizer state in {directory} does not fit: {exc}") from exc
+
+
+def load_objective(directory: Path, objective: nn.Module) -> None:
+    """Restore the objective's own tensors saved by `save_state` (nothing to do if it has none).
+
+    Raises:
+        CheckpointError: they were not saved, or do not fit this objective.
+    """
+    expected = objective_tensors(objective)
+    if not expected:
+        return
+    path = directory / OBJECTIVE_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the run being resumed had no {sorted(expected)}")
+    tensors = read_file(path)
+    if set(tensors) != set(expected) or any(
+        tensors[k].shape != v.shape for k, v in expected.items()
+    ):
+        raise CheckpointError(f"{path} does not fit this objective ({sorted(expected)})")
+    objective.load_state_dict(tensors, strict=False)

@@ -58,7 +58,9 @@ from vljepa_ros.train.objective import ContrastiveStep, DecoderStep, same_meanin
 from vljepa_ros.train.state import (
     Progress,
     find_state,
+    load_objective,
     load_optimizer,
+    objective_tensors,
     read_progress,
     save_state,
 )
@@ -424,9 +426,12 @@ def train(
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - start_time
 
-    def checkpoint(stage_name: str, optimizer: torch.optim.Optimizer | None) -> None:
+    def checkpoint(
+        stage_name: str, optimizer: torch.optim.Optimizer | None, objective: nn.Module
+    ) -> None:
         if ctx.main:
-            save_state(last_dir, model, optimizer, Progress(step, stage_name, elapsed()), config)
+            state = Progress(step, stage_name, elapsed())
+            save_state(last_dir, model, optimizer, state, config, objective_tensors(objective))
         _barrier(ctx)
 
     for stage_name, stage in stages:
@@ -437,16 +442,23 @@ def train(
         contrastive = isinstance(stage, StageConfig)
         if isinstance(stage, StageConfig):
             sampler.maker = AnswerMaker(labels, stage.prompt_fraction)
-        modules = _contrastive_modules(model) if contrastive else [model.y_decoder]
+        modules: list[nn.Module] = _contrastive_modules(model) if contrastive else [model.y_decoder]
+        heads = len(labels) if isinstance(stage, StageConfig) and stage.state_weight > 0 else 0
+        step_module = ContrastiveStep(model, True, heads) if contrastive else DecoderStep(model)
+        if isinstance(step_module, ContrastiveStep) and step_module.state_head is not None:
+            step_module.state_head.to(device)
+            modules.append(step_module.state_head)
+        resuming = progress.stage == stage_name and step > stage_begin
+        if resuming and isinstance(step_module, ContrastiveStep):
+            load_objective(state_dir or last_dir, step_module)
         optimizer = torch.optim.AdamW(
             _param_groups(modules, stage.lr, config.weight_decay, slow, mult),
             lr=stage.lr,
             betas=(0.9, 0.95),
         )
-        if optimizer_plain is not None and progress.stage == stage_name and step > stage_begin:
+        if optimizer_plain is not None and resuming:
             load_optimizer(state_dir or last_dir, optimizer, optimizer_plain)
         params = [p for g in optimizer.param_groups for p in g["params"]]
-        step_module = ContrastiveStep(model, True) if contrastive else DecoderStep(model)
         runner = _wrap(step_module, ctx, device)
         text_cache: dict[str, torch.Tensor] = {}
         # Label prompts: further negatives of every row about a state (objective.py).
@@ -484,9 +496,11 @@ def train(
                     batch.keys, batch.texts, prompt_keys, prompt_texts
                 )
                 text_state = [-1] * len(distinct_texts)
-                for text, key in zip(batch.texts, batch.keys, strict=True):
+                clip_state = [-1] * len(batch.video)
+                for text, key, clip in zip(batch.texts, batch.keys, batch.clip_index, strict=True):
                     if key[0] == "state" and key[1] in prompt_of_state:
                         text_state[distinct_texts.index(text)] = prompt_of_state[key[1]]
+                        clip_state[clip] = prompt_of_state[key[1]]
                 with autocast:
                     loss = runner(
                         video,
@@ -503,6 +517,8 @@ def train(
                         prompt_negative.to(device),
                         torch.tensor(text_state, device=device),
                         stage.text_weight,
+                        torch.tensor(clip_state, device=device),
+                        stage.state_weight,
                     )
                 clips = len(batch.video)
             else:
@@ -548,7 +564,7 @@ def train(
                 )
                 val_acc = None
             if step % config.checkpoint_every == 0 or step == stage_end:
-                checkpoint(stage_name, optimizer)
+                checkpoint(stage_name, optimizer, step_module)
             if on_step is not None:
                 on_step(step, stage_name, value)
         stage_times[stage_name] = time.perf_counter() - stage_start
