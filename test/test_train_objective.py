@@ -111,19 +111,15 @@ def test_prompt_classification_scores_answers_against_their_own_prompt() -> None
     assert answers.grad is not None
 
 
-def test_contrastive_step_adds_the_weighted_text_loss(micro_config) -> None:
-    """With text_weight w the step's loss is the InfoNCE plus w times the prompt classification
-    of the distinct answers, and that term's gradient reaches the trainable Y-encoder."""
-    torch.manual_seed(0)
-    y_encoder = dataclasses.replace(micro_config.y_encoder, trainable=True)
-    model = VLJepa(dataclasses.replace(micro_config, y_encoder=y_encoder)).eval()
+def _two_clip_rows(model: VLJepa, answers: list[str]) -> tuple[torch.Tensor, ...]:
+    """ContrastiveStep's first arguments for two random clips, one question each, answered by
+    `answers` (distinct meanings): video, clip index, query states and mask, query index,
+    answer ids and mask, answer index, same-meaning matrix."""
     cfg = model.cfg.x_encoder
     video = torch.randn(2, cfg.num_frames, 3, cfg.crop_size, cfg.crop_size)
     queries, query_mask = model.encode_query(["what is the robot doing?"])
-    ids, mask = model.y_encoder.tokenize(["the arm grabs the red cube", "no, it is empty"])
-    prompt_ids, prompt_mask = model.y_encoder.tokenize(["grasping", "idle"])
-    state = torch.tensor([0, -1])
-    args = (
+    ids, mask = model.y_encoder.tokenize(answers)
+    return (
         video,
         torch.tensor([0, 1]),
         queries.detach(),
@@ -133,11 +129,20 @@ def test_contrastive_step_adds_the_weighted_text_loss(micro_config) -> None:
         mask,
         torch.tensor([0, 1]),
         torch.eye(2, dtype=torch.bool),
-        prompt_ids,
-        prompt_mask,
-        torch.ones(2, 2, dtype=torch.bool),
-        state,
     )
+
+
+def test_contrastive_step_adds_the_weighted_text_loss(micro_config) -> None:
+    """With text_weight w the step's loss is the InfoNCE plus w times the prompt classification
+    of the distinct answers, and that term's gradient reaches the trainable Y-encoder."""
+    torch.manual_seed(0)
+    y_encoder = dataclasses.replace(micro_config.y_encoder, trainable=True)
+    model = VLJepa(dataclasses.replace(micro_config, y_encoder=y_encoder)).eval()
+    rows = _two_clip_rows(model, ["the arm grabs the red cube", "no, it is empty"])
+    ids, mask = rows[5], rows[6]
+    prompt_ids, prompt_mask = model.y_encoder.tokenize(["grasping", "idle"])
+    state = torch.tensor([0, -1])
+    args = (*rows, prompt_ids, prompt_mask, torch.ones(2, 2, dtype=torch.bool), state)
     step = ContrastiveStep(model)
     base = step(*args, 0.0)
     weighted = step(*args, 2.0)
@@ -176,21 +181,8 @@ def test_contrastive_step_adds_the_weighted_state_loss(micro_config) -> None:
     torch.manual_seed(0)
     x_encoder = dataclasses.replace(micro_config.x_encoder, frozen=False)
     model = VLJepa(dataclasses.replace(micro_config, x_encoder=x_encoder)).eval()
-    cfg = model.cfg.x_encoder
-    video = torch.randn(2, cfg.num_frames, 3, cfg.crop_size, cfg.crop_size)
-    queries, query_mask = model.encode_query(["what is the robot doing?"])
-    ids, mask = model.y_encoder.tokenize(["the arm grabs the red cube", "the arm is still"])
-    args = (
-        video,
-        torch.tensor([0, 1]),
-        queries.detach(),
-        query_mask,
-        torch.tensor([0, 0]),
-        ids,
-        mask,
-        torch.tensor([0, 1]),
-        torch.eye(2, dtype=torch.bool),
-    )
+    args = _two_clip_rows(model, ["the arm grabs the red cube", "the arm is still"])
+    video = args[0]
     step = ContrastiveStep(model, state_classes=7)
     assert step.state_head is not None
     clip_state = torch.tensor([2, -1])
