@@ -165,8 +165,9 @@ def test_state_classification_reads_the_mean_visual_token() -> None:
         head.weight.copy_(10 * torch.eye(2))
     # (B=3, V=2, H=2): the clips' token means are (1, 0), (0, 1) and (1, 1)
     visual = torch.tensor([[[2.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]], [[1.0, 1.0]] * 2])
-    right = float(state_classification(head, visual, torch.tensor([0, 1, -1])))
-    wrong = float(state_classification(head, visual, torch.tensor([1, 0, -1])))
+    with torch.no_grad():
+        right = float(state_classification(head, visual, torch.tensor([0, 1, -1])))
+        wrong = float(state_classification(head, visual, torch.tensor([1, 0, -1])))
     assert right < 1e-3 < 5.0 < wrong
     visual.requires_grad_(True)
     nothing = state_classification(head, visual, torch.tensor([-1, -1, -1]))
