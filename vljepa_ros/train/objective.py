@@ -189,8 +189,8 @@ class ContrastiveStep(nn.Module):
         self.model = model
         count = frozen_lower_layers(model.y_encoder) if cache_lower_text_layers else 0
         self.lower = LowerStates(model.y_encoder, count) if count else None
-        hidden = model.cfg.x_encoder.hidden_size
-        self.state_head = nn.Linear(hidden, state_classes) if state_classes else None
+        hidden, device = model.cfg.x_encoder.hidden_size, model.loss_fn.log_temperature.device
+        self.state_head = nn.Linear(hidden, state_classes, device=device) if state_classes else None
 
     def _texts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # (U, L) ids, (U, L) mask -> (U, D) L2-normalised answer embeddings

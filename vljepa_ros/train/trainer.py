@@ -446,7 +446,6 @@ def train(
         heads = len(labels) if isinstance(stage, StageConfig) and stage.state_weight > 0 else 0
         step_module = ContrastiveStep(model, True, heads) if contrastive else DecoderStep(model)
         if isinstance(step_module, ContrastiveStep) and step_module.state_head is not None:
-            step_module.state_head.to(device)
             modules.append(step_module.state_head)
         resuming = progress.stage == stage_name and step > stage_begin
         if resuming and isinstance(step_module, ContrastiveStep):
