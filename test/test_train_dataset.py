@@ -22,7 +22,7 @@ from vljepa_ros.train.dataset import (
     load_episodes,
     resize_crop,
 )
-from vljepa_ros.train.targets import AnswerMaker
+from vljepa_ros.train.targets import AnswerMaker, parse_object
 
 SIZE = 32
 
@@ -129,6 +129,15 @@ def test_sampled_batches_hold_clips_and_rows(sampler: ClipSampler, per_clip: int
     assert counts.max() <= per_clip
     assert counts.min() >= 1
     assert set(batch.kinds) <= set(kinds)
+
+
+def test_a_batch_names_each_clips_object(sampler: ClipSampler) -> None:
+    """Each clip's (colour, shape) is its last frame's, the object its `object` answer names
+    (what the objective's object heads learn from)."""
+    batch = sampler.sample(np.random.default_rng(3), 8, ("object",), 1)
+    assert batch.clip_index == list(range(8))
+    assert batch.objects == [parse_object(text) for text in batch.texts]
+    assert all(obj is not None for obj in batch.objects)
 
 
 def test_sampling_is_a_function_of_the_seed(sampler: ClipSampler) -> None:

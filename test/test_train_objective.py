@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from vljepa_ros.model import VLJepa, info_nce
 from vljepa_ros.train.objective import (
     ContrastiveStep,
+    clip_classification,
+    clip_object_index,
     frozen_lower_layers,
     masked_info_nce,
     prompt_classification,
     same_meaning,
-    state_classification,
 )
 
 
@@ -156,7 +157,7 @@ def test_contrastive_step_adds_the_weighted_text_loss(micro_config) -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.y_encoder.parameters())
 
 
-def test_state_classification_reads_the_mean_visual_token() -> None:
+def test_clip_classification_reads_the_mean_visual_token() -> None:
     """The head sees the mean of a clip's visual tokens: a head that reads the state off it
     costs little, the wrong states cost much, clips without a state (-1) are left out, and a
     batch without any gives zero that back-propagates."""
@@ -166,11 +167,11 @@ def test_state_classification_reads_the_mean_visual_token() -> None:
     # (B=3, V=2, H=2): the clips' token means are (1, 0), (0, 1) and (1, 1)
     visual = torch.tensor([[[2.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]], [[1.0, 1.0]] * 2])
     with torch.no_grad():
-        right = float(state_classification(head, visual, torch.tensor([0, 1, -1])))
-        wrong = float(state_classification(head, visual, torch.tensor([1, 0, -1])))
+        right = float(clip_classification(head, visual, torch.tensor([0, 1, -1])))
+        wrong = float(clip_classification(head, visual, torch.tensor([1, 0, -1])))
     assert right < 1e-3 < 5.0 < wrong
     visual.requires_grad_(True)
-    nothing = state_classification(head, visual, torch.tensor([-1, -1, -1]))
+    nothing = clip_classification(head, visual, torch.tensor([-1, -1, -1]))
     nothing.backward()
     assert float(nothing.detach()) == 0.0
     assert visual.grad is not None
@@ -190,7 +191,7 @@ def test_contrastive_step_adds_the_weighted_state_loss(micro_config) -> None:
     base = step(*args)
     weighted = step(*args, clip_state=clip_state, state_weight=2.0)
     with torch.no_grad():
-        expected = state_classification(step.state_head, model.x_encoder(video), clip_state)
+        expected = clip_classification(step.state_head, model.x_encoder(video), clip_state)
     assert torch.allclose(weighted - base, 2.0 * expected, atol=1e-5)
     model.zero_grad()
     (weighted - base).backward()
@@ -256,3 +257,30 @@ def test_cached_lower_text_layers_give_the_same_loss_and_gradients(micro_config)
     assert len(cached.lower.cache) == 3
     # texts through the lower layer: plain 2 and 2; cached 2, then only the new one
     assert sum(lower_calls) == 2 + 2 + 2 + 1
+
+
+def test_contrastive_step_adds_the_weighted_object_loss(micro_config) -> None:
+    """With object_weight w the step's loss is the InfoNCE plus w times the colour and shape
+    heads' cross-entropies; clips without an object are left out; the gradient reaches the
+    X-encoder, and the heads are not the model's."""
+    torch.manual_seed(0)
+    x_encoder = dataclasses.replace(micro_config.x_encoder, frozen=False)
+    model = VLJepa(dataclasses.replace(micro_config, x_encoder=x_encoder)).eval()
+    args = _two_clip_rows(model, ["the arm grabs the red cube", "the arm is still"])
+    step = ContrastiveStep(model, object_heads=True)
+    assert step.colour_head is not None
+    assert step.shape_head is not None
+    assert step.state_head is None
+    clip_object = torch.tensor(clip_object_index([("blue", "brick"), None]))
+    assert clip_object.tolist() == [[2, 3], [-1, -1]]  # COLOURS and SHAPE_NOUNS order
+    base = step(*args)
+    weighted = step(*args, clip_object=clip_object, object_weight=0.5)
+    with torch.no_grad():
+        visual = model.x_encoder(args[0])
+        colour = F.cross_entropy(step.colour_head(visual[:1].mean(1)), torch.tensor([2]))
+        shape = F.cross_entropy(step.shape_head(visual[:1].mean(1)), torch.tensor([3]))
+    assert torch.allclose(weighted - base, 0.5 * (colour + shape), atol=1e-5)
+    model.zero_grad()
+    (weighted - base).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.x_encoder.parameters())
+    assert not any(k.split(".")[0] in ("colour_head", "shape_head") for k in model.state_dict())

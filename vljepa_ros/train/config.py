@@ -143,10 +143,13 @@ class StageConfig:
     # Text-side loss (objective.prompt_classification): every answer about a state, nearest its
     # own state's label prompt among all prompts; adapts the Y-encoder's wording of states.
     text_weight: float = 0.0
-    # Training aid for an X-encoder learned from scratch (objective.StateHead): a linear head on
-    # the mean of the visual tokens classifies the clip's robot state (cross-entropy, this
-    # weight); it trains the encoder directly and is not part of the model checkpoint.
+    # Training aid for an X-encoder learned from scratch (objective.ContrastiveStep): a linear
+    # head on the mean of the visual tokens classifies the clip's robot state (cross-entropy,
+    # this weight); it trains the encoder directly and is not part of the model checkpoint.
     state_weight: float = 0.0
+    # The same for the object the clip's answers are about: two linear heads classify its colour
+    # and its shape (objective.ContrastiveStep); a training aid, not part of the model.
+    object_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.steps >= 0, "stage steps must be >= 0")
@@ -163,6 +166,7 @@ class StageConfig:
         _check(0 <= self.prompt_fraction <= 1, "stage prompt_fraction must be in [0, 1]")
         _check(self.text_weight >= 0, "stage text_weight must be >= 0")
         _check(self.state_weight >= 0, "stage state_weight must be >= 0")
+        _check(self.object_weight >= 0, "stage object_weight must be >= 0")
 
 
 @dataclass(frozen=True)

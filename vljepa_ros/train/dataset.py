@@ -226,6 +226,7 @@ class Batch:
     kinds: list[str]  # (N,) query kind of each row
     texts: list[str]  # (N,) answer text
     keys: list[Key]  # (N,) meaning key of each answer
+    objects: list[tuple[str, str] | None]  # (B,) (colour, shape) of each clip's last frame
 
 
 class ClipSampler:
@@ -282,11 +283,14 @@ class ClipSampler:
         """`batch_size` clips, each with up to `per_clip` distinct query kinds among `kinds`."""
         picks = rng.choice(len(self.refs), size=batch_size, p=self.weights)
         video, states, clip_index, row_kinds, texts, keys = [], [], [], [], [], []
+        objects: list[tuple[str, str] | None] = []
         for b, pick in enumerate(picks):
             e, i = (int(v) for v in self.refs[pick])
             label = self.episodes[e].labels[i]
             video.append(self.clip(e, i))
             states.append(label.state)
+            colour, shape = label.colour, label.shape
+            objects.append((colour, shape) if colour is not None and shape is not None else None)
             allowed = [k for k in kinds if k in self.kinds[pick]] or self.kinds[pick][:1]
             chosen = rng.choice(len(allowed), size=min(per_clip, len(allowed)), replace=False)
             for c in sorted(int(v) for v in chosen):
@@ -295,7 +299,7 @@ class ClipSampler:
                 row_kinds.append(allowed[c])
                 texts.append(text)
                 keys.append(key)
-        return Batch(np.stack(video), states, clip_index, row_kinds, texts, keys)
+        return Batch(np.stack(video), states, clip_index, row_kinds, texts, keys, objects)
 
     def sample_texts(self, rng: np.random.Generator, count: int) -> list[str]:
         """Answer texts of random frames and query kinds (what the Y-decoder learns to write)."""

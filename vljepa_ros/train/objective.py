@@ -22,11 +22,13 @@ about a state must be nearest its own state's label prompt among all the prompts
 other states' in the target space. It uses the embeddings the step computes anyway.
 
 Optionally (`state_weight`), a training aid for an X-encoder learned from scratch: a linear
-head reads the clip's robot state from the mean of its visual tokens (`state_classification`).
+head reads the clip's robot state from the mean of its visual tokens (`clip_classification`).
 The paper's X-encoder is a frozen, pretrained V-JEPA 2; without such weights the encoder has to
 learn the arm's pose and motion from the contrastive loss alone, through the predictor and the
 text space, which is slow. The head gives it a direct signal; it is not part of the model (the
 node still classifies by cosine to the label prompts) and only resume checkpoints keep it.
+`object_weight` does the same for the object the arm works on: two linear heads read its colour
+and its shape (`data.captions.COLOURS`, `SHAPE_NOUNS`) from the same mean.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vljepa_ros.data import captions
 from vljepa_ros.model import VLJepa
 from vljepa_ros.model.y_encoder import TextEncoder
 from vljepa_ros.train.targets import Key
@@ -119,17 +122,25 @@ def prompt_classification(
         return F.cross_entropy(a @ p.T / temp, state_index[keep])
 
 
-def state_classification(
-    head: nn.Module, visual: torch.Tensor, clip_state: torch.Tensor
+def clip_classification(
+    head: nn.Module, visual: torch.Tensor, clip_class: torch.Tensor
 ) -> torch.Tensor:
-    """Cross-entropy of the clips' robot states (B,) (-1: none, left out) read by `head` from
-    the mean of their visual tokens (B, V, H). fp32 scalar (0 if no clip has a state)."""
+    """Cross-entropy of the clips' classes (B,) (a robot state, an object's colour or shape;
+    -1: unknown, left out) read by `head` from the mean of their visual tokens (B, V, H). fp32
+    scalar (0 if no clip has a class)."""
     with torch.autocast(device_type=visual.device.type, enabled=False):
-        keep = clip_state >= 0
+        keep = clip_class >= 0
         if not bool(keep.any()):
             return visual.float().sum() * 0.0
-        logits = head(visual[keep].float().mean(1))  # (K, states)
-        return F.cross_entropy(logits, clip_state[keep])
+        logits = head(visual[keep].float().mean(1))  # (K, classes)
+        return F.cross_entropy(logits, clip_class[keep])
+
+
+def clip_object_index(objects: Sequence[tuple[str, str] | None]) -> list[list[int]]:
+    """(B, 2) classes of `ContrastiveStep`'s colour and shape heads for each clip's (colour,
+    shape), [-1, -1] for a clip with no known object."""
+    colours, shapes = list(captions.COLOURS), list(captions.SHAPE_NOUNS)
+    return [[-1, -1] if o is None else [colours.index(o[0]), shapes.index(o[1])] for o in objects]
 
 
 class LowerStates:
@@ -179,11 +190,17 @@ class ContrastiveStep(nn.Module):
 
     With `cache_lower_text_layers` the Y-encoder's frozen lower layers run once per distinct
     text (`LowerStates`) and only the layers that train run every step; the loss is the same.
-    With `state_classes` > 0 it owns the linear `state_head` of `state_classification`.
+    With `state_classes` > 0 it owns the linear `state_head` of `clip_classification`; with
+    `object_heads` the `colour_head` and `shape_head` (one class per entry of `COLOURS` and
+    `SHAPE_NOUNS`).
     """
 
     def __init__(
-        self, model: VLJepa, cache_lower_text_layers: bool = False, state_classes: int = 0
+        self,
+        model: VLJepa,
+        cache_lower_text_layers: bool = False,
+        state_classes: int = 0,
+        object_heads: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -191,6 +208,10 @@ class ContrastiveStep(nn.Module):
         self.lower = LowerStates(model.y_encoder, count) if count else None
         hidden, device = model.cfg.x_encoder.hidden_size, model.loss_fn.log_temperature.device
         self.state_head = nn.Linear(hidden, state_classes, device=device) if state_classes else None
+        self.colour_head = self.shape_head = None
+        if object_heads:
+            self.colour_head = nn.Linear(hidden, len(captions.COLOURS), device=device)
+            self.shape_head = nn.Linear(hidden, len(captions.SHAPE_NOUNS), device=device)
 
     def _texts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # (U, L) ids, (U, L) mask -> (U, D) L2-normalised answer embeddings
@@ -216,6 +237,8 @@ class ContrastiveStep(nn.Module):
         text_weight: float = 0.0,
         clip_state: torch.Tensor | None = None,
         state_weight: float = 0.0,
+        clip_object: torch.Tensor | None = None,
+        object_weight: float = 0.0,
     ) -> torch.Tensor:
         # video (B, T, 3, S, S); clip_index (N,) row -> clip
         # query_states (Q, Lq, Hq) and query_mask (Q, Lq) of the distinct queries, query_index (N,)
@@ -223,6 +246,7 @@ class ContrastiveStep(nn.Module):
         # extra_ids, extra_mask (K, L): label prompts, further negatives where extra_negative
         # text_state (U,): the prompt each distinct answer is about (-1: none), for text_weight
         # clip_state (B,): each clip's robot state index (-1: none), for state_weight
+        # clip_object (B, 2): each clip's object colour and shape index (-1: none), object_weight
         visual = self.model.x_encoder(video)  # (B, V, Hx)
         pred = self.model.predictor(
             visual[clip_index], query_states[query_index], query_mask[query_index]
@@ -244,7 +268,12 @@ class ContrastiveStep(nn.Module):
             text = prompt_classification(answers, extra, text_state, temperature)
             loss = loss + text_weight * text
         if state_weight > 0 and self.state_head is not None and clip_state is not None:
-            loss = loss + state_weight * state_classification(self.state_head, visual, clip_state)
+            loss = loss + state_weight * clip_classification(self.state_head, visual, clip_state)
+        if object_weight > 0 and self.colour_head is not None and self.shape_head is not None:
+            assert clip_object is not None, "object_weight needs clip_object"
+            colour = clip_classification(self.colour_head, visual, clip_object[:, 0])
+            shape = clip_classification(self.shape_head, visual, clip_object[:, 1])
+            loss = loss + object_weight * (colour + shape)
         return loss
 
 

@@ -54,7 +54,12 @@ from vljepa_ros.train.config import (
     read_labels,
 )
 from vljepa_ros.train.dataset import ClipSampler, Episode, augment, load_episodes
-from vljepa_ros.train.objective import ContrastiveStep, DecoderStep, same_meaning
+from vljepa_ros.train.objective import (
+    ContrastiveStep,
+    DecoderStep,
+    clip_object_index,
+    same_meaning,
+)
 from vljepa_ros.train.state import (
     Progress,
     find_state,
@@ -440,13 +445,17 @@ def train(
             continue
         stage_start = time.perf_counter()
         contrastive = isinstance(stage, StageConfig)
+        modules: list[nn.Module]
+        step_module: ContrastiveStep | DecoderStep
         if isinstance(stage, StageConfig):
             sampler.maker = AnswerMaker(labels, stage.prompt_fraction)
-        modules: list[nn.Module] = _contrastive_modules(model) if contrastive else [model.y_decoder]
-        heads = len(labels) if isinstance(stage, StageConfig) and stage.state_weight > 0 else 0
-        step_module = ContrastiveStep(model, True, heads) if contrastive else DecoderStep(model)
-        if isinstance(step_module, ContrastiveStep) and step_module.state_head is not None:
-            modules.append(step_module.state_head)
+            heads = len(labels) if stage.state_weight > 0 else 0
+            step_module = ContrastiveStep(model, True, heads, stage.object_weight > 0)
+            aids = (step_module.state_head, step_module.colour_head, step_module.shape_head)
+            modules = _contrastive_modules(model) + [head for head in aids if head is not None]
+        else:
+            step_module = DecoderStep(model)
+            modules = [model.y_decoder]
         resuming = progress.stage == stage_name and step > stage_begin
         if resuming and isinstance(step_module, ContrastiveStep):
             load_objective(state_dir or last_dir, step_module)
@@ -518,6 +527,8 @@ def train(
                         stage.text_weight,
                         torch.tensor(clip_state, device=device),
                         stage.state_weight,
+                        torch.tensor(clip_object_index(batch.objects), device=device),
+                        stage.object_weight,
                     )
                 clips = len(batch.video)
             else:
