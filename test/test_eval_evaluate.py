@@ -13,6 +13,7 @@ from vljepa_ros.data.groundtruth import STATES
 from vljepa_ros.labels import LabelSet
 from vljepa_ros.stream.state_tracker import UNKNOWN
 from vljepa_ros.train import evaluate, metrics, selective
+from vljepa_ros.train.targets import parse_object
 
 NS = 1_000_000_000
 TINY_SWEEP = selective.SelectiveConfig(
@@ -149,11 +150,16 @@ def test_reworded_variants(labels: dict, rewordings, count: int) -> None:
 
 
 def test_retrieval_moments_are_caption_runs(run) -> None:
-    """One retrieval moment per caption run, embedded as its middle step."""
+    """One retrieval moment per caption run, embedded as its middle step, with the state and
+    the object that step shows."""
     runs = metrics.runs(run.captions)
-    assert [c for c, _ in run.moments] == [r.label for r in runs]
+    assert [c for c, _, _ in run.moments] == [r.label for r in runs]
     middle = (runs[0].start + runs[0].end - 1) // 2
-    assert run.moments[0][1] == pytest.approx(run.embeddings[middle])
+    assert run.moments[0][2] == pytest.approx(run.embeddings[middle])
+    for (caption, shows, _), r in zip(run.moments, runs, strict=True):
+        assert shows[0] == run.truth[(r.start + r.end - 1) // 2]
+        named = parse_object(caption)
+        assert named is None or shows[1:] == named
 
 
 def test_evaluate_reports_numbers_in_range(runtime, bags: list[Path]) -> None:
@@ -172,6 +178,7 @@ def test_evaluate_reports_numbers_in_range(runtime, bags: list[Path]) -> None:
     retrieval = report["retrieval"]
     assert retrieval["clips"] == 5
     assert 0 <= retrieval["r@1"] <= retrieval["r@5"] <= 1
+    assert 1 / retrieval["clips"] <= retrieval["meaning_r@1"] <= 1
     assert report["captions"]["segments"] > 0
     assert report["captions"]["cider_d"] >= 0
     selective_points = report["selective"]["points"]

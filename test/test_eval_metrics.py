@@ -39,6 +39,8 @@ def test_accuracy(truth: str, pred: str, expected: float) -> None:
         lambda: metrics.segment_counts(["A"], ["A"], 0.0),
         lambda: metrics.flicker_ratio(1, 1, 0.0),
         lambda: metrics.recall_at_k(np.zeros((3, 2))),
+        lambda: metrics.meaning_r1(np.ones((3, 2), dtype=bool)),
+        lambda: metrics.meaning_r1(~np.eye(2, dtype=bool)),
         lambda: metrics.nearest_indices([], [1]),
         lambda: metrics.nearest_indices([3, 1], [1]),
         lambda: metrics.cider_d([["a"]], ["a", "b"]),
@@ -226,6 +228,13 @@ def test_flicker_of_a_hand_made_sequence() -> None:
 def test_recall_at_k(similarity: np.ndarray, expected: dict) -> None:
     """R@k is the share of queries whose own clip (index = query index) ranks in the top k."""
     assert metrics.recall_at_k(similarity, tuple(expected)) == pytest.approx(expected)
+
+
+def test_meaning_r1_is_one_over_the_fitting_clips() -> None:
+    """Query 0 fits only its clip (1), query 1 fits clips 1 and 2 (1/2), query 2 fits all
+    three (1/3): the mean of 1 / fitting clips."""
+    fits = np.array([[1, 0, 0, 0], [0, 1, 1, 0], [1, 1, 1, 0]], dtype=bool)
+    assert metrics.meaning_r1(fits) == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
 
 
 @pytest.mark.parametrize(

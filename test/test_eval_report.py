@@ -80,7 +80,7 @@ def evaluation() -> evaluate.Evaluation:
         },
         "state": state,
         "reworded": evaluate.reworded_metrics(runs, [LABELS], state["stabilised"]["accuracy"]),
-        "retrieval": {"clips": 100, "r@1": 0.42, "r@5": 0.9},
+        "retrieval": {"clips": 100, "r@1": 0.42, "r@5": 0.9, "meaning_r@1": 0.73},
         "captions": evaluate.caption_metrics(runs, fake_decode),
         "selective": evaluate.selective_dict(result),
         "episodes": [evaluate.episode_row(r) for r in runs],
@@ -172,6 +172,7 @@ def test_markdown_marks_missed_targets_and_unmeasured_sections(
     data = dict(evaluation.report)
     text = report.markdown(data, {})
     assert "| retrieval R@1 among 100 clips | 42.0% | >= 50.0% | **no** |" in text
+    assert "picked at random among the clips that fit it would reach R@1 73.0%" in text
     data.update(reworded=None, retrieval=None, selective=None, captions=None)
     text = report.markdown(data, {})
     assert "Not measured: some label has no held-out rewording" in text

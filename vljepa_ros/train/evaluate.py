@@ -36,6 +36,7 @@ from vljepa_ros.data.captions import HELDOUT_PROMPTS
 from vljepa_ros.labels import LabelSet, read_label_set
 from vljepa_ros.stream.state_tracker import UNKNOWN, StateTrackerConfig
 from vljepa_ros.train import metrics, selective
+from vljepa_ros.train.targets import frame_objects, parse_object
 from vljepa_ros.train.tune import LabelledStream, track
 
 if TYPE_CHECKING:
@@ -206,7 +207,9 @@ class EpisodeRun:
     embeddings: np.ndarray  # (S, D)
     reworded: list[tuple[list[str], list[str]]]  # per variant: (stabilised, instant)
     annotations: list[tuple[int, str]]  # frame-level caption changes
-    moments: list[tuple[str, np.ndarray]]  # (caption, retrieval embedding) per caption run
+    # per caption run, at its middle step: caption, what the frame shows (state, and the colour
+    # and shape of the object its episode's captions name there, "" if none), retrieval embedding
+    moments: list[tuple[str, tuple[str, str, str], np.ndarray]]
 
     @property
     def minutes(self) -> float:
@@ -341,6 +344,7 @@ def replay_episode(
         for r in metrics.runs([c or "" for c in captions])
         if r.label
     ]
+    objects = frame_objects(list(episode.captions))
     retrieval_query = config.retrieval_query_for(runtime)
     if retrieval_query == query or not middles:
         vectors = embeddings[[m for m, _ in middles]] if middles else embeddings[:0]
@@ -357,7 +361,10 @@ def replay_episode(
         embeddings=embeddings,
         reworded=reworded,
         annotations=selective.caption_changes(episode.stamps_ns, episode.captions),
-        moments=[(c, v) for (_, c), v in zip(middles, vectors, strict=True)],
+        moments=[
+            (c, (str(episode.states[newest[m]]), *(objects[newest[m]] or ("", ""))), v)
+            for (m, c), v in zip(middles, vectors, strict=True)
+        ],
     )
 
 
@@ -496,20 +503,35 @@ def retrieval_metrics(
     runtime: VLJepaRuntime, runs: Sequence[EpisodeRun], clips: int, seed: int
 ) -> dict[str, Any] | None:
     """R@1/R@5 text-to-clip among up to `clips` clips: a seeded sample of the captioned
-    moments of all runs, one per distinct caption (so every text has one correct clip)."""
+    moments of all runs, one per distinct caption (so every text has one clip of its own).
+    `meaning_r@1`: what a model that knows each caption's meaning (state, and the object's
+    colour and shape when it names one) but not which fitting clip is its own would score."""
     moments = [m for run in runs for m in run.moments]
     order = np.random.default_rng(seed).permutation(len(moments))
-    chosen: dict[str, np.ndarray] = {}
+    chosen: dict[str, tuple[tuple[str, str, str], np.ndarray]] = {}
     for k in order:
-        caption, vector = moments[k]
-        chosen.setdefault(caption, vector)
+        caption, shows, vector = moments[k]
+        chosen.setdefault(caption, (shows, vector))
         if len(chosen) == clips:
             break
     if len(chosen) < 2:
         return None
     text_emb = runtime.encode_texts(list(chosen)).numpy()
-    recall = metrics.recall_at_k(text_emb @ np.stack(list(chosen.values())).T, (1, 5))
-    return {"clips": len(chosen), "r@1": recall[1], "r@5": recall[5]}
+    recall = metrics.recall_at_k(text_emb @ np.stack([v for _, v in chosen.values()]).T, (1, 5))
+    shown = [shows for shows, _ in chosen.values()]
+    fits = np.array(
+        [
+            [shows[0] == state and (named is None or named == shows[1:]) for shows in shown]
+            for state, named in ((s[0], parse_object(c)) for c, (s, _) in chosen.items())
+        ],
+        dtype=bool,
+    )
+    return {
+        "clips": len(chosen),
+        "r@1": recall[1],
+        "r@5": recall[5],
+        "meaning_r@1": metrics.meaning_r1(fits),
+    }
 
 
 def _decoder(runtime: VLJepaRuntime, max_length: int) -> selective.Decoder:

@@ -259,6 +259,23 @@ def recall_at_k(similarity: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[int,
     return {k: float(np.mean(rank <= k)) for k in ks}
 
 
+def meaning_r1(matches: np.ndarray) -> float:
+    """Expected R@1 of a ranker that knows what every text means but not which of the clips
+    that fit it is the text's own: (Q, C) bool, `matches[i, j]` when clip j fits query i's
+    meaning, clip i being query i's own; it ranks the fitting clips first, in random order.
+
+    Raises:
+        ValueError: not a 2-D matrix with at least as many columns as rows, or a query whose
+            own clip does not fit it.
+    """
+    fit = np.asarray(matches, dtype=bool)
+    if fit.ndim != 2 or fit.shape[1] < fit.shape[0] or fit.shape[0] == 0:
+        raise ValueError(f"matches must be (Q, C) with 0 < Q <= C, got {fit.shape}")
+    if not fit[np.arange(fit.shape[0]), np.arange(fit.shape[0])].all():
+        raise ValueError("every query's own clip must fit its meaning")
+    return float(np.mean(1.0 / fit.sum(axis=1)))
+
+
 # --------------------------------------------------------------------------- captions
 
 

@@ -401,6 +401,13 @@ def markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> str:
             f"run), each caption ranks all clips: R@1 **{_pct(retrieval['r@1'])}**, "
             f"R@5 {_pct(retrieval['r@5'])}."
         )
+        if "meaning_r@1" in retrieval:
+            lines.append(
+                "Some captions of the gallery mean the same thing (another wording of the same "
+                "state and object, or no object named): a model that knew every caption's "
+                "meaning but picked at random among the clips that fit it would reach R@1 "
+                f"{_pct(retrieval['meaning_r@1'])}."
+            )
     else:
         lines.append("Not measured: fewer than two captioned moments.")
 
