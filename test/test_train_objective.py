@@ -16,6 +16,7 @@ from vljepa_ros.train.objective import (
     clip_object_index,
     frozen_lower_layers,
     masked_info_nce,
+    meaning_contrast,
     prompt_classification,
     same_meaning,
 )
@@ -112,6 +113,23 @@ def test_prompt_classification_scores_answers_against_their_own_prompt() -> None
     assert answers.grad is not None
 
 
+def test_meaning_contrast_pulls_same_meanings_together_and_pushes_others_apart() -> None:
+    """Known answer: two same-meaning texts at cosine 1, a third at 0, temperature 1: each of the
+    pair has -log(e / (e + 1)); the third has no positive and is left out. Swapping which texts
+    are positives costs more; no positive at all gives zero that back-propagates."""
+    texts = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
+    pair = torch.tensor([[True, True, False], [True, True, False], [False, False, True]])
+    loss = float(meaning_contrast(texts, pair, 1.0))
+    assert math.isclose(loss, math.log1p(math.exp(-1.0)), rel_tol=1e-6)
+    apart = torch.tensor([[True, False, True], [False, True, False], [True, False, True]])
+    assert float(meaning_contrast(texts, apart, 1.0)) > loss + 0.5
+    texts.requires_grad_(True)
+    nothing = meaning_contrast(texts, torch.eye(3, dtype=torch.bool), 1.0)
+    nothing.backward()
+    assert float(nothing.detach()) == 0.0
+    assert texts.grad is not None
+
+
 def _two_clip_rows(model: VLJepa, answers: list[str]) -> tuple[torch.Tensor, ...]:
     """ContrastiveStep's first arguments for two random clips, one question each, answered by
     `answers` (distinct meanings): video, clip index, query states and mask, query index,
@@ -152,6 +170,40 @@ def test_contrastive_step_adds_the_weighted_text_loss(micro_config) -> None:
         prompts = model.y_encoder(prompt_ids, prompt_mask)
         text = prompt_classification(answers, prompts, state, model.loss_fn.temperature)
     assert torch.allclose(weighted - base, 2.0 * text, atol=1e-5)
+    model.zero_grad()
+    (weighted - base).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.y_encoder.parameters())
+
+
+def test_contrastive_step_adds_the_weighted_meaning_loss(micro_config) -> None:
+    """With meaning_weight w the step's loss is the InfoNCE plus w times the supervised
+    contrastive loss over the distinct answers followed by the prompts, and its gradient
+    reaches the trainable Y-encoder."""
+    torch.manual_seed(0)
+    y_encoder = dataclasses.replace(micro_config.y_encoder, trainable=True)
+    model = VLJepa(dataclasses.replace(micro_config, y_encoder=y_encoder)).eval()
+    rows = _two_clip_rows(model, ["the arm grabs the red cube", "the arm grabs the blue cube"])
+    ids, mask = rows[5], rows[6]
+    prompt_ids, prompt_mask = model.y_encoder.tokenize(["grasping", "idle"])
+    # each answer means the same as prompt 2 (grasping), not as the other answer (another
+    # object); prompt 3 (idle) matches nothing else
+    positive = torch.tensor(
+        [
+            [True, False, True, False],
+            [False, True, True, False],
+            [True, True, True, False],
+            [False, False, False, True],
+        ]
+    )
+    args = (*rows, prompt_ids, prompt_mask, torch.ones(2, 2, dtype=torch.bool))
+    step = ContrastiveStep(model)
+    base = step(*args)
+    weighted = step(*args, text_positive=positive, meaning_weight=0.5)
+    with torch.no_grad():
+        texts = torch.cat([model.y_encoder(ids, mask), model.y_encoder(prompt_ids, prompt_mask)])
+        meaning = meaning_contrast(texts, positive, model.loss_fn.temperature)
+    assert float(meaning) > 0
+    assert torch.allclose(weighted - base, 0.5 * meaning, atol=1e-5)
     model.zero_grad()
     (weighted - base).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.y_encoder.parameters())

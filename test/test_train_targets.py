@@ -14,6 +14,7 @@ from vljepa_ros.train.targets import (
     FrameLabel,
     frame_objects,
     parse_object,
+    text_key,
 )
 
 LABELS = read_labels("config/robot_states.yaml")
@@ -38,6 +39,20 @@ def test_frame_objects_fill_captions_without_an_object() -> None:
     """Frames whose caption names no object take the previous one's, or the next at the start."""
     got = frame_objects([None, "the robot rests", "the red ball", "x", "the blue can", None])
     assert got == [("red", "ball")] * 4 + [("blue", "cylinder")] * 2
+
+
+def test_text_key_drops_the_object_a_text_does_not_name() -> None:
+    """As a text, a state answer that names no object means the state about any object: it is
+    compatible with the same state's answers about every object, not with other states'."""
+    key = ("state", "idle", "red", "cube")
+    said = text_key("the robot rests and holds nothing", key)
+    assert said == ("state", "idle", "", "")
+    assert compatible(said, ("state", "idle", "blue", "ball"))
+    assert not compatible(said, ("state", "reaching", "", ""))
+    assert text_key("the robot arm is idle next to the red box", key) == key
+    holding = ("holding", "yes", "red", "cube")
+    assert text_key("yes, it holds the red cube", holding) == holding
+    assert text_key("no, the gripper is empty", ("holding", "no")) == ("holding", "no")
 
 
 @pytest.mark.parametrize("state", list(LABELS))

@@ -83,7 +83,7 @@ def test_a_run_writes_model_log_resolved_config_and_summary(bags: Path, tmp_path
 
 @pytest.mark.parametrize(
     "extra",
-    [(), ("stage2.state_weight=1.0", "stage2.object_weight=1.0")],
+    [(), ("stage2.state_weight=1.0", "stage2.object_weight=1.0", "stage2.meaning_weight=1.0")],
     ids=["plain", "training-aids"],
 )
 def test_an_interrupted_run_resumes_to_the_same_weights(
@@ -91,7 +91,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(
 ) -> None:
     """Interrupted mid-stage-2 and resumed with --resume, a run ends with exactly the weights
     of an uninterrupted run (model, optimizer and the objective's state and object heads
-    restored)."""
+    restored; the text-side meaning term on)."""
     straight = train(_config(bags, tmp_path / "straight", *extra))
 
     def interrupt(step: int, stage: str, loss: float) -> None:

@@ -150,6 +150,9 @@ class StageConfig:
     # The same for the object the clip's answers are about: two linear heads classify its colour
     # and its shape (objective.ContrastiveStep); a training aid, not part of the model.
     object_weight: float = 0.0
+    # Text-side loss (objective.meaning_contrast): the batch's answers and the label prompts
+    # pulled together where they mean the same and apart where not (other objects included).
+    meaning_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.steps >= 0, "stage steps must be >= 0")
@@ -167,6 +170,7 @@ class StageConfig:
         _check(self.text_weight >= 0, "stage text_weight must be >= 0")
         _check(self.state_weight >= 0, "stage state_weight must be >= 0")
         _check(self.object_weight >= 0, "stage object_weight must be >= 0")
+        _check(self.meaning_weight >= 0, "stage meaning_weight must be >= 0")
 
 
 @dataclass(frozen=True)

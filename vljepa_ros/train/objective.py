@@ -21,6 +21,14 @@ about a state must be nearest its own state's label prompt among all the prompts
 (`prompt_classification`), so the many wordings of one state stay together and apart from the
 other states' in the target space. It uses the embeddings the step computes anyway.
 
+Optionally (`meaning_weight`), a second text-side term shapes the target space by meaning
+(`meaning_contrast`): among the batch's distinct answers and the label prompts, texts with
+compatible meaning keys (other wordings of the same state and object, a state's prompt and its
+captions) are pulled together and texts of other meanings, other objects of the same state
+included, are pushed apart (supervised contrastive). Without it the adapted MiniLM places two
+captions that differ only in the object's colour closer than two wordings of one caption, so a
+target says little about the object (docs/training.md, "Seventh round").
+
 Optionally (`state_weight`), a training aid for an X-encoder learned from scratch: a linear
 head reads the clip's robot state from the mean of its visual tokens (`clip_classification`).
 The paper's X-encoder is a frozen, pretrained V-JEPA 2; without such weights the encoder has to
@@ -120,6 +128,26 @@ def prompt_classification(
         p = F.normalize(prompts.float(), dim=-1)
         temp = torch.as_tensor(temperature, dtype=torch.float32, device=a.device)
         return F.cross_entropy(a @ p.T / temp, state_index[keep])
+
+
+def meaning_contrast(
+    texts: torch.Tensor, positive: torch.Tensor, temperature: torch.Tensor | float
+) -> torch.Tensor:
+    """Supervised contrastive loss of text embeddings (M, D): for each text i, the mean over its
+    positives j (`positive[i, j]`, (M, M) bool, the diagonal ignored) of -log softmax over all
+    the other texts of the cosine / temperature. Texts without a positive are left out. fp32
+    scalar (0 if no text has a positive)."""
+    with torch.autocast(device_type=texts.device.type, enabled=False):
+        z = F.normalize(texts.float(), dim=-1)
+        eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+        pos = positive.to(z.device) & ~eye
+        keep = pos.any(1)
+        if not bool(keep.any()):
+            return texts.float().sum() * 0.0
+        temp = torch.as_tensor(temperature, dtype=torch.float32, device=z.device)
+        log_prob = (z @ z.T / temp).masked_fill(eye, float("-inf")).log_softmax(1)
+        per_text = log_prob.masked_fill(~pos, 0.0).sum(1)[keep] / pos.sum(1)[keep]
+        return -per_text.mean()
 
 
 def clip_classification(
@@ -239,6 +267,8 @@ class ContrastiveStep(nn.Module):
         state_weight: float = 0.0,
         clip_object: torch.Tensor | None = None,
         object_weight: float = 0.0,
+        text_positive: torch.Tensor | None = None,
+        meaning_weight: float = 0.0,
     ) -> torch.Tensor:
         # video (B, T, 3, S, S); clip_index (N,) row -> clip
         # query_states (Q, Lq, Hq) and query_mask (Q, Lq) of the distinct queries, query_index (N,)
@@ -247,6 +277,8 @@ class ContrastiveStep(nn.Module):
         # text_state (U,): the prompt each distinct answer is about (-1: none), for text_weight
         # clip_state (B,): each clip's robot state index (-1: none), for state_weight
         # clip_object (B, 2): each clip's object colour and shape index (-1: none), object_weight
+        # text_positive (U + K, U + K): same meaning among the answers then the prompts, for
+        # meaning_weight
         visual = self.model.x_encoder(video)  # (B, V, Hx)
         pred = self.model.predictor(
             visual[clip_index], query_states[query_index], query_mask[query_index]
@@ -274,6 +306,11 @@ class ContrastiveStep(nn.Module):
             colour = clip_classification(self.colour_head, visual, clip_object[:, 0])
             shape = clip_classification(self.shape_head, visual, clip_object[:, 1])
             loss = loss + object_weight * (colour + shape)
+        if meaning_weight > 0 and extra is not None:
+            assert text_positive is not None, "meaning_weight needs text_positive"
+            temperature = self.model.loss_fn.temperature
+            meaning = meaning_contrast(torch.cat([answers, extra]), text_positive, temperature)
+            loss = loss + meaning_weight * meaning
         return loss
 
 

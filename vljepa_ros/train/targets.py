@@ -99,6 +99,15 @@ def frame_objects(caption_list: list[str | None]) -> list[tuple[str, str] | None
     return out
 
 
+def text_key(text: str, key: Key) -> Key:
+    """The meaning key of what a text itself says: an answer about a state whose text names no
+    object ("the arm stays still with an empty gripper") carries the frame's object in its key
+    (it answers about that clip), but as a text it means the state about any object."""
+    if key[:1] == ("state",) and len(key) == 4 and parse_object(text) is None:
+        return (*key[:2], "", "")
+    return key
+
+
 class AnswerMaker:
     """Answer text and meaning key of a (frame, query kind) pair, drawn with a numpy rng."""
 

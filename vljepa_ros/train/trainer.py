@@ -69,7 +69,7 @@ from vljepa_ros.train.state import (
     read_progress,
     save_state,
 )
-from vljepa_ros.train.targets import AnswerMaker
+from vljepa_ros.train.targets import AnswerMaker, text_key
 
 LOG_NAME = "train_log.csv"
 LOG_FIELDS = ("step", "stage", "loss", "lr", "clips_per_s", "elapsed_s", "temperature", "val_acc")
@@ -503,6 +503,11 @@ def train(
                 prompt_negative = about_state[:, None] & ~same_meaning(
                     batch.keys, batch.texts, prompt_keys, prompt_texts
                 )
+                text_positive = None
+                if stage.meaning_weight > 0:
+                    said = dict(zip(batch.texts, batch.keys, strict=True))
+                    meaning_keys = [text_key(t, said[t]) for t in distinct_texts] + prompt_keys
+                    text_positive = same_meaning(meaning_keys, distinct_texts + prompt_texts)
                 text_state = [-1] * len(distinct_texts)
                 clip_state = [-1] * len(batch.video)
                 for text, key, clip in zip(batch.texts, batch.keys, batch.clip_index, strict=True):
@@ -529,6 +534,8 @@ def train(
                         stage.state_weight,
                         torch.tensor(clip_object_index(batch.objects), device=device),
                         stage.object_weight,
+                        text_positive,
+                        stage.meaning_weight,
                     )
                 clips = len(batch.video)
             else:
