@@ -12,13 +12,17 @@ import pytest
 import torch
 import torch.distributed as dist
 from ros_support import REPO, python_env
+from torch import nn
 
+from vljepa_ros.data import captions
 from vljepa_ros.data.bag import write_episode_bag
 from vljepa_ros.data.sim import SimConfig, generate_episode
-from vljepa_ros.model import VLJepaRuntime
+from vljepa_ros.model import Preprocessor, VLJepa, VLJepaRuntime
 from vljepa_ros.model.weights import read_file, read_tensors
-from vljepa_ros.train.config import CONFIG_NAME, StageConfig, load_train_config
-from vljepa_ros.train.trainer import LOG_NAME, SUMMARY_NAME, TrainError, lr_at, train
+from vljepa_ros.train.config import CONFIG_NAME, StageConfig, load_train_config, read_labels
+from vljepa_ros.train.dataset import ClipSampler, load_episodes
+from vljepa_ros.train.targets import AnswerMaker
+from vljepa_ros.train.trainer import LOG_NAME, SUMMARY_NAME, TrainError, lr_at, train, validate
 
 # A model smaller than --quick's, so that several runs fit in a few seconds each.
 MICRO = [
@@ -196,3 +200,56 @@ def test_learning_rate_warms_up_then_follows_the_schedule(
     """Linear warmup over warmup_steps, then constant, or cosine down to lr * min_lr_ratio."""
     stage = StageConfig(steps=10, lr=1.0, warmup_steps=2, schedule=schedule, min_lr_ratio=0.1)
     assert lr_at(stage, step) == pytest.approx(expected)
+
+
+def test_validation_scores_the_objectives_heads_on_the_same_clips(
+    bags: Path, tmp_path: Path
+) -> None:
+    """Known answer: a head that always says one class is right on exactly the share of the
+    validation clips that have that class; a run with the training aids and validation data
+    records the heads' accuracy beside the state accuracy in its summary."""
+    config = _config(bags, tmp_path / "unit")
+    labels = read_labels(config.data.labels_file)
+    size, scale = config.model.x_encoder.crop_size, config.model.x_encoder.resize_scale
+    episodes = load_episodes([bags], config.data, size, scale, tmp_path / "cache")
+    sampler = ClipSampler(episodes, AnswerMaker(labels), config.model.x_encoder.num_frames, 0.0)
+    clips = sampler.evenly_spaced(40)
+    frames = [sampler.episodes[e].labels[i] for e, i in clips]
+    model = VLJepa(config.model)
+
+    def always(index: int, classes: int) -> nn.Linear:
+        head = nn.Linear(config.model.x_encoder.hidden_size, classes)
+        nn.init.zeros_(head.weight)
+        with torch.no_grad():
+            head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(index), classes).float())
+        return head
+
+    heads = {"state": always(1, len(labels)), "colour": always(0, len(captions.COLOURS))}
+    state_acc, head_acc = validate(
+        model, sampler, clips, labels, Preprocessor(config.model.x_encoder), heads
+    )
+    assert 0.0 <= state_acc <= 1.0
+    second = list(labels)[1]
+    assert head_acc["state"] == pytest.approx(sum(f.state == second for f in frames) / len(frames))
+    with_object = [f for f in frames if f.has_object]
+    first_colour = next(iter(captions.COLOURS))
+    expected = sum(f.colour == first_colour for f in with_object) / len(with_object)
+    assert head_acc["colour"] == pytest.approx(expected)
+    assert set(head_acc) == {"state", "colour"}
+    assert validate(model, sampler, clips, labels, Preprocessor(config.model.x_encoder))[1] == {}
+
+    run = _config(
+        bags,
+        tmp_path / "run",
+        f"data.val_paths=[{bags}]",
+        "val_clips=16",
+        "val_every=2",
+        "stage2.state_weight=1.0",
+        "stage2.object_weight=1.0",
+    )
+    summary = json.loads((train(run).model_dir / SUMMARY_NAME).read_text())
+    steps = [row["step"] for row in summary["val_state_accuracy"]]
+    assert [row["step"] for row in summary["val_head_accuracy"]] == [s for s in steps if s > 3]
+    for row in summary["val_head_accuracy"]:
+        assert set(row) == {"step", "state", "colour", "shape"}
+        assert all(0.0 <= row[k] <= 1.0 for k in ("state", "colour", "shape"))

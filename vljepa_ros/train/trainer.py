@@ -31,7 +31,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,11 +248,20 @@ def validate(
     clips: Sequence[tuple[int, int]],
     labels: dict[str, str],
     preprocess: Preprocessor,
+    heads: Mapping[str, nn.Module] | None = None,
     batch_size: int = 32,
-) -> float:
-    """State accuracy of fixed clips: their embedding (default query) nearest label prompt."""
+) -> tuple[float, dict[str, float]]:
+    """State accuracy of fixed clips: their embedding (default query) nearest label prompt.
+
+    With `heads` (the objective's training aids by name: "state", "colour", "shape"), also each
+    head's accuracy on the same clips' mean visual token, over the clips whose class is known: a
+    head that is right on training clips and not here learned the training episodes, not the
+    thing it names (docs/training.md, "Seventh round").
+    """
     names = list(labels)
     correct = 0
+    right = dict.fromkeys(heads or {}, 0)
+    known = dict.fromkeys(heads or {}, 0)
     with _eval_mode(model), torch.inference_mode():
         prompts = model.encode_text([labels[n] for n in names])
         query, mask = model.encode_query([model.cfg.default_query])
@@ -260,11 +269,29 @@ def validate(
             chunk = clips[start : start + batch_size]
             video = preprocess(np.stack([sampler.clip(e, i) for e, i in chunk]))
             b = video.shape[0]
-            pred = model.predict(video, query.expand(b, -1, -1), mask.expand(b, -1))
-            best = (pred @ prompts.T.to(pred.dtype)).argmax(-1).tolist()
-            truth = [sampler.episodes[e].labels[i].state for e, i in chunk]
-            correct += sum(names[k] == t for k, t in zip(best, truth, strict=True))
-    return correct / max(1, len(clips))
+            visual = model.x_encoder(video)  # (b, V, Hx)
+            pred = model.predictor(visual, query.expand(b, -1, -1), mask.expand(b, -1))
+            best = (pred.float() @ prompts.T.float()).argmax(-1).tolist()
+            frames = [sampler.episodes[e].labels[i] for e, i in chunk]
+            correct += sum(names[k] == f.state for k, f in zip(best, frames, strict=True))
+            if not heads:
+                continue
+            objects = clip_object_index(
+                [(f.colour or "", f.shape or "") if f.has_object else None for f in frames]
+            )
+            truth = {
+                "state": [names.index(f.state) if f.state in labels else -1 for f in frames],
+                "colour": [o[0] for o in objects],
+                "shape": [o[1] for o in objects],
+            }
+            mean = visual.float().mean(1)
+            for name, head in heads.items():
+                target = torch.tensor(truth[name], device=mean.device)
+                keep = target >= 0
+                right[name] += int((head(mean).argmax(-1) == target)[keep].sum())
+                known[name] += int(keep.sum())
+    head_accuracy = {name: right[name] / known[name] for name in right if known[name]}
+    return correct / max(1, len(clips)), head_accuracy
 
 
 def text_probe(model: VLJepa, labels: dict[str, str]) -> float | None:
@@ -419,7 +446,7 @@ def train(
     step = progress.step
     stage_end = 0  # global step at which the current stage ends
     val_acc: float | None = None
-    val_history: list[tuple[int, float]] = []
+    val_history: list[tuple[int, float, dict[str, float]]] = []
     bar = tqdm(
         total=config.total_steps,
         initial=step,
@@ -451,11 +478,19 @@ def train(
             sampler.maker = AnswerMaker(labels, stage.prompt_fraction)
             heads = len(labels) if stage.state_weight > 0 else 0
             step_module = ContrastiveStep(model, True, heads, stage.object_weight > 0)
-            aids = (step_module.state_head, step_module.colour_head, step_module.shape_head)
-            modules = _contrastive_modules(model) + [head for head in aids if head is not None]
+            aids = {
+                "state": step_module.state_head,
+                "colour": step_module.colour_head,
+                "shape": step_module.shape_head,
+            }
+            aid_heads: dict[str, nn.Module] = {
+                name: head for name, head in aids.items() if head is not None
+            }
+            modules = _contrastive_modules(model) + list(aid_heads.values())
         else:
             step_module = DecoderStep(model)
             modules = [model.y_decoder]
+            aid_heads = {}
         resuming = progress.stage == stage_name and step > stage_begin
         if resuming and isinstance(step_module, ContrastiveStep):
             load_objective(state_dir or last_dir, step_module)
@@ -566,8 +601,10 @@ def train(
             if config.data.val_paths and val_sampler is not None and val_clips:
                 due = config.val_every and step % config.val_every == 0
                 if (due or step == stage_end) and contrastive and ctx.main:
-                    val_acc = validate(model, val_sampler, val_clips, labels, preprocess)
-                    val_history.append((step, val_acc))
+                    val_acc, head_acc = validate(
+                        model, val_sampler, val_clips, labels, preprocess, aid_heads
+                    )
+                    val_history.append((step, val_acc, head_acc))
             if step % config.log_every == 0 or step == stage_end:
                 log.row(
                     step=step,
@@ -601,7 +638,13 @@ def train(
         "frames": int(sum(len(e.labels) for e in episodes)),
         "episodes_with_derived_labels": sum(e.derived for e in episodes),
         "clip_frames": frames_per_clip,
-        "val_state_accuracy": [{"step": s, "accuracy": round(a, 4)} for s, a in val_history],
+        "val_state_accuracy": [{"step": s, "accuracy": round(a, 4)} for s, a, _ in val_history],
+        # the objective's heads (training aids) on the same validation clips, where there are any
+        "val_head_accuracy": [
+            {"step": s, **{k: round(v, 4) for k, v in acc.items()}}
+            for s, _, acc in val_history
+            if acc
+        ],
         "text_probe_heldout_prompts": {
             "before": text_probe_before,
             "after": text_probe(model, labels) if ctx.main else None,
