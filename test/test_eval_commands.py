@@ -45,6 +45,7 @@ def test_defaults_follow_the_nodes() -> None:
     assert args.retrieval_clips == 100
     assert args.max_text_length == 32
     assert args.labels is None
+    assert args.lag_steps is None  # the node's default
     assert not args.quick
 
 
@@ -55,6 +56,7 @@ def test_defaults_follow_the_nodes() -> None:
         ("--data", "d"),
         ("--data", "d", "--out", "o", "--episodes", "0"),
         ("--data", "d", "--out", "o", "--step-hz", "-1"),
+        ("--data", "d", "--out", "o", "--lag-steps", "-1"),
     ],
 )
 def test_bad_options_exit(argv: tuple[str, ...]) -> None:
@@ -120,13 +122,13 @@ def test_tune_tracker_writes_a_parameter_file(
     micro_checkpoint: Path, bags: Path, tmp_path: Path, capsys
 ) -> None:
     """Over a folder of bags: exit 0, the five best settings printed, and a parameter file the
-    strict loader accepts holding the best setting."""
+    strict loader accepts holding the best setting and the lag it was tuned with."""
     from vljepa_ros.params import load_params_file
 
     out = tmp_path / "tracker.yaml"
     args = parse(
         "--checkpoint", str(micro_checkpoint), "--data", str(bags), "--out", str(out), "--quiet",
-        command="tune-tracker",
+        "--lag-steps", "2", command="tune-tracker",
     )  # fmt: skip
     assert args.handler(args) == 0
     printed = capsys.readouterr().out
@@ -134,6 +136,7 @@ def test_tune_tracker_writes_a_parameter_file(
     assert "best 5" in printed
     values = load_params_file(out)["perception_node"]
     assert 0.0 <= values["exit_threshold"] <= values["enter_threshold"] <= 1.0
+    assert values["lag_steps"] == 2
     assert "stabilised accuracy" in out.read_text()
     # the counted transition rates go into a labels file that the parameter file names
     labels_file = tmp_path / "tracker_labels.yaml"

@@ -41,6 +41,7 @@ def synthetic_run(name: str, seed: int) -> evaluate.EpisodeRun:
         instant=instant,
         baseline=baseline,
         embeddings=emb,
+        reported=stabilised,
         reworded=[(stabilised, instant)],
         annotations=selective.caption_changes(stamps, captions),
         moments=[],

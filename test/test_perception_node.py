@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from ros_support import RosPeer, start_node, stop_node
 
+from vljepa_ros.stream.state_tracker import StateTrackerConfig
+
 NS = 1_000_000_000
 
 
@@ -114,10 +116,20 @@ def test_embeddings_and_labels_carry_the_input_stamps(running: tuple) -> None:
     assert seqs == sorted(seqs)
     assert len(set(seqs)) == len(seqs)
     by_seq = {m.seq: m for m in embeddings}
+    # the stabilised label is about the step lag_steps earlier (none yet on the first ones)
+    lag = StateTrackerConfig().lag_steps
+    described = 0
     for label in peer.snapshot("state"):
         if label.seq in by_seq:
             assert label.header.stamp == by_seq[label.seq].header.stamp
             assert label.instant_label in peer.snapshot("info")[-1].labels
+        about = stamp_to_ns(label.label_stamp)
+        if label.seq - lag in by_seq and about:
+            assert about == stamp_to_ns(by_seq[label.seq - lag].header.stamp)
+            described += 1
+        elif label.seq < lag:
+            assert (about, label.label) == (0, "unknown")
+    assert described
 
 
 def test_diagnostics_say_where_the_latency_goes(running: tuple) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -140,6 +142,10 @@ def test_bad_labels_are_rejected(labels: list, matrix: np.ndarray, message: str)
         {"duration_shapes": (("idle", 0),), "transitions": (("idle", "reaching", 0.5),)},
         {"duration_shapes": (("idle", 2.5),), "transitions": (("idle", "reaching", 0.5),)},
         {"duration_shapes": (("idle", 2), ("idle", 3)), "transitions": (("idle", "reaching", 1),)},
+        {"lag_steps": -1},
+        {"lag_steps": 2.0},
+        {"lag_steps": True},
+        {"lag_steps": 101},
     ],
 )
 def test_bad_configuration_is_rejected(kwargs: dict) -> None:
@@ -265,3 +271,77 @@ def test_duration_shapes_must_name_the_labels() -> None:
         StateTracker(
             LABELS, EYE, StateTrackerConfig(transitions=CYCLE, duration_shapes=(("dancing", 2),))
         )
+
+
+def test_lag_reports_each_step_lag_steps_later_and_flush_gives_the_rest() -> None:
+    """With lag_steps 3 the first three steps describe no step yet (label unknown, no stamp),
+    then every step describes the one three before it; the flush gives the last three and the
+    tracker starts over. Without a lag (or without transitions) a step describes itself."""
+    stamps = [round(k * NS / 10) for k in range(12)]
+    lagged = _tracker(**RAW, transitions=CYCLE, lag_steps=3)
+    out = _run(lagged, [0] * 12)
+    assert [e.label_stamp_ns for e in out[:3]] == [None] * 3
+    assert [e.label for e in out[:3]] == [UNKNOWN] * 3
+    assert [e.label_stamp_ns for e in out[3:]] == stamps[:9]
+    assert all(e.label == "idle" for e in out[3:])
+    rest = lagged.flush()
+    assert [e.label_stamp_ns for e in rest] == stamps[9:]
+    assert [e.label for e in rest] == ["idle"] * 3
+    assert lagged.flush() == []
+    assert lagged.step(EYE[0], 13 * NS).label_stamp_ns is None  # started over
+    for tracker in (_tracker(**RAW, transitions=CYCLE), _tracker(**RAW, lag_steps=3)):
+        assert [e.label_stamp_ns for e in _run(tracker, [0] * 4)] == stamps[:4]
+        assert tracker.flush() == []
+
+
+def test_lagged_label_is_the_posterior_given_the_newer_steps() -> None:
+    """Known answer: the lagged label and its confidence are the argmax and the marginal of a
+    step's state given every step up to lag_steps after it, summed over all state paths by
+    brute force (initial belief: the first step's probabilities; then the chain's 0.1 s
+    transition matrix and each step's probabilities)."""
+    rng = np.random.default_rng(3)
+    steps = EYE[rng.integers(0, 3, 7)] + 0.6 * rng.standard_normal((7, 8)).astype(np.float32)
+    rates = (
+        (*CYCLE[0][:2], 2.0),
+        (*CYCLE[1][:2], 3.0),
+        (*CYCLE[2][:2], 1.5),
+        ("idle", "grasping", 0.5),
+    )
+    config = {**RAW, "enter_threshold": 0.0, "exit_threshold": 0.0, "transitions": rates}
+    tracker = _tracker(**config, lag_steps=2)
+    out = [tracker.step(v, round(k * NS / 10)) for k, v in enumerate(steps)] + tracker.flush()
+    described = [e for e in out if e.label_stamp_ns is not None]
+    assert len(described) == 7
+    chain = phase_chain(LABELS, rates)
+    assert chain is not None
+    carry = transition_matrix(chain.rates, 0.1)
+    probs = [e.probabilities for e in out[:7]]
+    for k, estimate in enumerate(described):
+        seen = range(min(k + 2, 6) + 1)  # the steps this label has seen
+        marginal = np.zeros(3)
+        for path in itertools.product(range(3), repeat=len(seen)):
+            weight = probs[0][path[0]]
+            for j in seen[1:]:
+                weight *= carry[path[j - 1], path[j]] * probs[j][path[j]]
+            marginal[path[k]] += weight
+        marginal /= marginal.sum()
+        assert estimate.label == LABELS[int(np.argmax(marginal))], k
+        assert estimate.confidence == pytest.approx(marginal.max(), rel=1e-6), k
+
+
+def test_lag_corrects_the_step_where_the_state_changed() -> None:
+    """Idle, then reaching from step 10 on, where the step of the change looks only a little
+    more like reaching: the filter keeps idle there (the task rarely changes in 0.1 s); with
+    a lag, the reaching steps after it move the change back to where it happened."""
+    blend = np.float32(0.55) * EYE[0] + np.float32(0.83) * EYE[1]
+    steps = [EYE[0]] * 10 + [blend] + [EYE[1]] * 9
+    filtered = _tracker(**RAW, transitions=CYCLE)
+    lagged = _tracker(**RAW, transitions=CYCLE, lag_steps=2)
+    now = [filtered.step(v, k * NS // 10) for k, v in enumerate(steps)]
+    later = [lagged.step(v, k * NS // 10) for k, v in enumerate(steps)] + lagged.flush()
+    assert now[10].label == "idle"
+    assert now[11].label == "reaching"
+    by_step = {e.label_stamp_ns: e for e in later if e.label_stamp_ns is not None}
+    assert [by_step[k * NS // 10].label for k in range(20)] == ["idle"] * 10 + ["reaching"] * 10
+    assert by_step[NS].changed
+    assert by_step[NS].since_ns == NS

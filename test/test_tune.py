@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vljepa_ros.params import load_params_file, pipeline_config
-from vljepa_ros.stream.state_tracker import StateTrackerConfig
+from vljepa_ros.stream.state_tracker import StateTracker, StateTrackerConfig
 from vljepa_ros.train import tune
 
 NS = 1_000_000_000
@@ -99,14 +99,42 @@ def test_tuning_needs_streams_and_a_positive_bound() -> None:
 
 
 def test_written_parameter_file_loads_into_the_node_configuration(tmp_path: Path) -> None:
-    """The winner's file passes the strict parameter-file loader and sets the tracker."""
-    trials = tune.tune_tracker([noisy_stream(1)], LABELS, MATRIX, GRID)
+    """The winner's file passes the strict parameter-file loader and sets the tracker, the
+    lag it was tuned with included."""
+    stream = noisy_stream(1, ordered=True)
+    base = StateTrackerConfig(transitions=tune.estimate_transitions([stream], LABELS), lag_steps=2)
+    trials = tune.tune_tracker([stream], LABELS, MATRIX, GRID, base=base)
     path = tune.write_params(trials[0], tmp_path / "tracker.yaml", "test")
     assert "stabilised accuracy" in path.read_text()
     values = load_params_file(path)["perception_node"]
     tracker = pipeline_config(values, "what is the robot doing?").tracker
-    for name in tune.TUNED:
+    for name in (*tune.TUNED, "lag_steps"):
         assert getattr(tracker, name) == getattr(trials[0].config, name)
+    assert tracker.lag_steps == 2
+
+
+def test_track_gives_every_step_its_own_stabilised_label() -> None:
+    """With a lag, `track` still gives one stabilised label per step in step order: the
+    tracker's labels moved back to the steps they describe, the last ones from its flush; a
+    lag of 0 gives the labels as the steps report them."""
+    stream = noisy_stream(2, ordered=True)
+    config = StateTrackerConfig(transitions=tune.estimate_transitions([stream], LABELS))
+    steps = list(zip(stream.embeddings, stream.stamps_ns, strict=True))
+    plain = StateTracker(LABELS, MATRIX, config)
+    assert tune.track(LABELS, MATRIX, config, stream.embeddings, stream.stamps_ns)[0] == [
+        plain.step(e, int(s)).label for e, s in steps
+    ]
+    lagged_config = dataclasses.replace(config, lag_steps=3)
+    tracker = StateTracker(LABELS, MATRIX, lagged_config)
+    described = {}
+    for e, s in steps:
+        out = tracker.step(e, int(s))
+        if out.label_stamp_ns is not None:
+            described[out.label_stamp_ns] = out.label
+    described |= {out.label_stamp_ns: out.label for out in tracker.flush()}
+    labels, instant = tune.track(LABELS, MATRIX, lagged_config, stream.embeddings, stream.stamps_ns)
+    assert labels == [described[int(s)] for s in stream.stamps_ns]
+    assert len(instant) == len(labels) == len(stream.truth)
 
 
 def test_transition_rates_are_changes_over_time_in_the_state() -> None:

@@ -27,7 +27,8 @@ class Recording:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     start_ns: int | None = None
-    states: list[tuple[float, str, str]] = field(default_factory=list)  # t, stable, instant
+    # t, stable, instant, and the time of the step the stable label is about (None: not yet)
+    states: list[tuple[float, str, str, float | None]] = field(default_factory=list)
     embeddings: list[np.ndarray] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
@@ -72,7 +73,10 @@ class Watcher:
 
         with self.rec.lock:
             t = self.rec.t(stamp_to_ns(msg.header.stamp))
-            self.rec.states.append((t, msg.label, msg.instant_label))
+            about = stamp_to_ns(msg.label_stamp)
+            self.rec.states.append(
+                (t, msg.label, msg.instant_label, self.rec.t(about) if about else None)
+            )
 
     def _embedding(self, msg: Any) -> None:
         with self.rec.lock:
@@ -135,17 +139,21 @@ def write_summary(rec: Recording, path: Path) -> None:
 
     from vljepa_ros.overlay import EmbeddingMap, EmbeddingTrail
 
-    labels = rec.labels or sorted({s for _, s, _ in rec.states} - {"unknown"})
+    labels = rec.labels or sorted({s[1] for s in rec.states} - {"unknown"})
     rows = {name: i for i, name in enumerate([*labels, "unknown"])}
     fig, (timeline, mapping) = plt.subplots(
         1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [2.4, 1]}
     )
     if rec.states:
         t = np.array([s[0] for s in rec.states])
-        stable = np.array([rows.get(s[1], rows["unknown"]) for s in rec.states])
         instant = np.array([rows.get(s[2], rows["unknown"]) for s in rec.states])
         timeline.scatter(t, instant, s=8, c="tab:red", label="instant label", zorder=2)
-        timeline.step(t, stable, where="post", c="tab:blue", lw=2.5, label="stabilised label")
+        # each stabilised label at the time of the step it is about (the tracker's lag)
+        about = [(s[3], rows.get(s[1], rows["unknown"])) for s in rec.states if s[3] is not None]
+        if about:
+            stable_t, stable = np.array(about).T
+            timeline.step(stable_t, stable, where="post", c="tab:blue", lw=2.5,
+                          label="stabilised label")  # fmt: skip
     for event in rec.events:
         timeline.axvline(event["end_s"], c="0.6", lw=0.8, zorder=1)
         timeline.text(event["end_s"], len(rows) - 0.4, f" {event['text'][:28]}", rotation=90,

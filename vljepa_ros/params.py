@@ -192,6 +192,15 @@ PERCEPTION: list[Param] = [
         0.0,
         60.0,
     ),
+    Param(
+        "lag_steps",
+        _TRACKER.lag_steps,
+        "Steps the stabilised label waits for newer evidence: fixed-lag smoothing of the "
+        "labels file's transition model (no effect without one); StateLabel.label_stamp says "
+        "which step a label is about. 0: no lag.",
+        0,
+        100,
+    ),
     Param("top_k", _TRACKER.top_k, "Candidates reported per step.", 1, 100),
     Param(
         "camera_timeout",
@@ -217,6 +226,7 @@ PIPELINE_PARAMS = {
     "exit_threshold",
     "switch_margin",
     "min_dwell",
+    "lag_steps",
     "top_k",
 }
 
@@ -305,6 +315,7 @@ def pipeline_config(values: dict[str, Any], default_query: str) -> PipelineConfi
             exit_threshold=values["exit_threshold"],
             switch_margin=values["switch_margin"],
             min_dwell=values["min_dwell"],
+            lag_steps=values["lag_steps"],
             top_k=values["top_k"],
             transitions=label_set.transitions,
             duration_shapes=label_set.duration_shapes,

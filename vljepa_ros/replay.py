@@ -233,7 +233,8 @@ def replay(
             )  # fmt: skip
             s = result.state
             state = t["vljepa_ros/msg/StateLabel"](
-                header=header, seq=result.seq, label=s.label, confidence=s.confidence,
+                header=header, seq=result.seq, label=s.label,
+                label_stamp=build.time(s.label_stamp_ns or 0), confidence=s.confidence,
                 instant_label=s.instant_label, instant_confidence=s.instant_confidence,
                 candidates=s.candidates, scores=np.asarray(s.scores, dtype=np.float32),
                 changed=s.changed, since=build.time(s.since_ns),

@@ -367,6 +367,7 @@ class PerceptionNode(LifecycleNode):
                 header=header,
                 seq=result.seq,
                 label=label,
+                label_stamp=ns_to_stamp(state.label_stamp_ns or 0),
                 confidence=state.confidence,
                 instant_label=state.instant_label,
                 instant_confidence=state.instant_confidence,

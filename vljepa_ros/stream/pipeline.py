@@ -176,6 +176,12 @@ class PerceptionPipeline:
         cam.last_stepped_ns = None
         cam.last_embedding = None
 
+    def flush(self, camera: str) -> list[StateEstimate]:
+        """End a camera's stream: the stabilised labels of its last steps that still wait for
+        the tracker's lag (`StateTracker.flush`; none without a lag); its tracker starts over."""
+        with self._lock:
+            return self.cameras[camera].tracker.flush()
+
     def wants_step(self, camera: str, step_hz: float) -> bool:
         """Whether a step should run now for `camera`: its newest sampled frame is at least one
         step period (1/step_hz of capture time, less half a sampling interval for stamp

@@ -12,10 +12,19 @@ step rate works) and multiplied by this step's probabilities. A state the task r
 from the current one then needs stronger evidence than one it usually goes to next. With
 duration shapes, a state is a chain of that many phases (an Erlang-distributed duration instead
 of a memoryless one), so the model expects a regular state to end near its usual length.
+
+With a transition model, the stabilised label may also wait `lag_steps` steps (a fixed-lag
+smoother): the label of a step is then decided from the filtered belief of that step and the
+evidence of the steps after it (a backward pass over the window), and reported that many steps
+later with the step's own stamp (`label_stamp_ns`). A clip ends at its step, so most of the
+frames it shows are older than the step; a state change shows clearly in the clip only a few
+steps after it happens, and the smoother lets those steps correct the label of the step where
+it happened, at the cost of `lag_steps` steps of latency.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,18 +43,19 @@ class StateTrackerConfig:
     `exit_threshold` (to the best label if that one qualifies, else to "unknown"), or when
     another label qualifies and leads it by `switch_margin`. No change happens within
     `min_dwell` seconds of the previous one. With `transitions`, "smoothed" probabilities are
-    the hidden Markov model's filtered ones, smoothed further by `smoothing` (1.0: not at all).
+    the hidden Markov model's filtered ones (with `lag_steps`, its fixed-lag smoothed ones),
+    smoothed further by `smoothing` (1.0: not at all).
     """
 
-    # defaults chosen for the shipped model by `vljepa tune-tracker` on its 30 validation
-    # episodes, with the transition model of config/robot_states.yaml (docs/evaluation.md):
-    # no smoothing, margin or dwell beyond the transition model's filtering
-    temperature: float = 0.3
+    # defaults chosen for the shipped model by `vljepa tune-tracker --lag-steps 3` on its 30
+    # validation episodes, with the transition model of config/robot_states.yaml
+    # (docs/evaluation.md): no smoothing or margin beyond the transition model's smoothing
+    temperature: float = 0.5
     smoothing: float = 1.0
-    enter_threshold: float = 0.2
+    enter_threshold: float = 0.4
     exit_threshold: float = 0.1
     switch_margin: float = 0.0
-    min_dwell: float = 0.0
+    min_dwell: float = 0.4
     top_k: int = 3
     # (from, to, changes per second) between labels; pairs not listed never happen directly.
     # Empty: no transition model (the probabilities are only smoothed).
@@ -53,6 +63,10 @@ class StateTrackerConfig:
     # (label, k): the label's duration is Erlang with k phases (its mean from the rates out of
     # it; k = mean^2 / variance of its durations); labels not listed: 1 (memoryless)
     duration_shapes: tuple[tuple[str, int], ...] = ()
+    # steps the stabilised label waits for newer evidence (fixed-lag smoothing of the transition
+    # model's belief; no effect without transitions): each label is reported this many steps
+    # after the step it describes (3: 0.3 s at 10 Hz; docs/evaluation.md, "The fixed lag")
+    lag_steps: int = 3
 
     def __post_init__(self) -> None:
         if not 0 < self.temperature <= 10:
@@ -85,6 +99,9 @@ class StateTrackerConfig:
                 )
         if self.duration_shapes and not self.transitions:
             raise ValueError("duration_shapes need transitions (the rates give the durations)")
+        lag = self.lag_steps
+        if isinstance(lag, bool) or not isinstance(lag, int) or not 0 <= lag <= 100:
+            raise ValueError(f"lag_steps must be a whole number in 0..100, got {lag!r}")
         named = [label for label, _ in self.duration_shapes]
         if len(set(named)) != len(named):
             raise ValueError(f"duration_shapes: a label is given twice in {named}")
@@ -98,7 +115,13 @@ class StateTrackerConfig:
 
 @dataclass(frozen=True)
 class StateEstimate:
-    """The tracker's output for one step (the fields of a StateLabel message)."""
+    """The tracker's output for one step (the fields of a StateLabel message).
+
+    The instant fields are about the step given to `step`; the stabilised ones (label,
+    confidence, changed, since_ns) about the step captured at `label_stamp_ns`, which is
+    `lag_steps` steps earlier (the same step without a lag). While the first `lag_steps` steps
+    after a reset wait for newer evidence, `label_stamp_ns` is None and the label "unknown".
+    """
 
     label: str
     confidence: float
@@ -109,6 +132,7 @@ class StateEstimate:
     changed: bool
     since_ns: int
     probabilities: np.ndarray  # (L,) instant probabilities, label order
+    label_stamp_ns: int | None
 
 
 class StateTracker:
@@ -151,13 +175,21 @@ class StateTracker:
         self._last_ns: int | None = None
         self._current = -1  # index into labels; -1 is unknown
         self._since_ns: int | None = None
+        # lag_steps > 0: the newest lag_steps + 1 steps (filtered phase belief, this step's
+        # phase evidence, transition matrix from the step before, stamp, instant probabilities)
+        # and how many of the newest still wait for their stabilised label
+        self._window: deque[tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]] = deque(
+            maxlen=self.config.lag_steps + 1
+        )
+        self._pending = 0
 
     @property
     def label(self) -> str:
         return UNKNOWN if self._current < 0 else self.labels[self._current]
 
     def step(self, embedding: np.ndarray, stamp_ns: int) -> StateEstimate:
-        """Classify one embedding (D,) captured at `stamp_ns` and update the stable label."""
+        """Classify one embedding (D,) captured at `stamp_ns` and update the stable label (of
+        this step, or with `lag_steps` of the step that many steps earlier)."""
         cfg = self.config
         vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
         if vector.shape[0] != self._matrix.shape[1]:
@@ -169,33 +201,79 @@ class StateTracker:
         logits = cosine / cfg.temperature
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
-        evidence = probs if self._chain is None else self._filter(probs, stamp_ns)
+        if self._chain is None:
+            changed, label_stamp = self._decide(probs, stamp_ns), stamp_ns
+        else:
+            filtered = self._filter(probs, stamp_ns)
+            if not cfg.lag_steps:
+                changed, label_stamp = self._decide(filtered, stamp_ns), stamp_ns
+            elif self._pending > cfg.lag_steps:  # the oldest step has its lag of newer ones
+                changed, label_stamp = self._describe(len(self._window) - self._pending)
+            else:
+                changed, label_stamp = False, None
+        return self._estimate(probs, changed, label_stamp)
+
+    def flush(self) -> list[StateEstimate]:
+        """The stabilised labels of the steps still waiting for their lag (oldest first, each
+        from the evidence there is), as the end of a stream gives them; then start over.
+        Without `lag_steps`: nothing."""
+        out = []
+        while self._pending:
+            at = len(self._window) - self._pending
+            changed, label_stamp = self._describe(at)
+            out.append(self._estimate(self._window[at][4], changed, label_stamp))
+        self.reset()
+        return out
+
+    def _describe(self, at: int) -> tuple[bool, int]:
+        """Decide the stabilised label of window step `at` from its filtered belief and the
+        evidence of the window's newer steps (one backward pass); it no longer waits."""
+        assert self._chain is not None
+        window = list(self._window)
+        backward = np.ones(len(self._chain.rates))
+        for _, evidence, carry, _, _ in reversed(window[at + 1 :]):
+            backward = carry @ (evidence * backward)
+            backward /= backward.sum()
+        posterior = self._chain.labels(window[at][0] * backward)
+        total = posterior.sum()
+        posterior = posterior / total if total > 1e-300 else self._chain.labels(window[at][0])
+        self._pending -= 1
+        stamp = window[at][3]
+        return self._decide(posterior, stamp), stamp
+
+    def _decide(self, evidence: np.ndarray, stamp_ns: int) -> bool:
+        """Move the stable label on with one step's evidence (the step captured at `stamp_ns`);
+        whether it changed."""
+        cfg = self.config
         if self._smoothed is None:
             self._smoothed = evidence.copy()
         else:
             self._smoothed = (1 - cfg.smoothing) * self._smoothed + cfg.smoothing * evidence
         if self._since_ns is None:
             self._since_ns = stamp_ns
-
         target = self._target(self._smoothed)
         dwelt = stamp_ns - self._since_ns >= round(cfg.min_dwell * NS)
         changed = target != self._current and (dwelt or (self._current < 0 and target >= 0))
         if changed:
             self._current = target
             self._since_ns = stamp_ns
+        return changed
 
-        order = np.argsort(-probs, kind="stable")[: cfg.top_k]
+    def _estimate(self, probs: np.ndarray, changed: bool, label_stamp: int | None) -> StateEstimate:
+        order = np.argsort(-probs, kind="stable")[: self.config.top_k]
         best = int(order[0])
+        smoothed, current = self._smoothed, self._current
         return StateEstimate(
             label=self.label,
-            confidence=0.0 if self._current < 0 else float(self._smoothed[self._current]),
+            confidence=0.0 if current < 0 or smoothed is None else float(smoothed[current]),
             instant_label=self.labels[best],
             instant_confidence=float(probs[best]),
             candidates=[self.labels[i] for i in order],
             scores=[float(probs[i]) for i in order],
             changed=changed,
-            since_ns=self._since_ns,
+            since_ns=self._since_ns if self._since_ns is not None else 0,
             probabilities=probs,
+            label_stamp_ns=label_stamp,
         )
 
     def _filter(self, probs: np.ndarray, stamp_ns: int) -> np.ndarray:
@@ -204,23 +282,29 @@ class StateTracker:
         labels' probabilities (their phases summed)."""
         assert self._chain is not None
         chain = self._chain
+        evidence = np.repeat(probs, chain.phases)
+        carry = np.eye(len(chain.rates))  # (a stream's first step: no step before it)
         if self._belief is None or self._last_ns is None:
             belief = chain.spread(probs)
         else:
             interval_ms = max(0, round((stamp_ns - self._last_ns) / 1e6))
-            carry = self._carry.get(interval_ms)
-            if carry is None:
+            cached = self._carry.get(interval_ms)
+            if cached is None:
                 if len(self._carry) >= 64:  # irregular steps: keep the cache bounded
                     self._carry.clear()
-                carry = self._carry[interval_ms] = transition_matrix(
+                cached = self._carry[interval_ms] = transition_matrix(
                     chain.rates, interval_ms / 1000.0
                 )
-            belief = (self._belief @ carry) * np.repeat(probs, chain.phases)
+            carry = cached
+            belief = (self._belief @ carry) * evidence
             total = belief.sum()
             # evidence against every state the model allows (underflow): start from the step
             belief = belief / total if total > 1e-300 else chain.spread(probs)
         self._belief = belief
         self._last_ns = stamp_ns
+        if self.config.lag_steps:  # (with a chain only: _filter is not called without one)
+            self._window.append((belief, evidence, carry, stamp_ns, probs))
+            self._pending += 1
         return chain.labels(belief)
 
     def _target(self, smoothed: np.ndarray) -> int:

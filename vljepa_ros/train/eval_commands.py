@@ -7,11 +7,15 @@ matplotlib are imported when the command runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vljepa_ros.stream.state_tracker import StateTrackerConfig
 
 QUICK_EPISODES = 3
 
@@ -20,6 +24,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -54,6 +65,11 @@ def _load_runtime(args: argparse.Namespace) -> Any:
     return VLJepaRuntime.load(device=args.device)
 
 
+def _lagged(tracker: StateTrackerConfig, lag_steps: int | None) -> StateTrackerConfig:
+    """`tracker` with --lag-steps when it was given."""
+    return tracker if lag_steps is None else dataclasses.replace(tracker, lag_steps=lag_steps)
+
+
 def _add_replay_options(parser: argparse.ArgumentParser) -> None:
     """Options of the commands that replay bags through the perception pipeline."""
     parser.add_argument(
@@ -71,6 +87,13 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="state tracker without a transition model (ignore or do not count the labels "
         "file's transition rates and duration shapes)",
+    )
+    parser.add_argument(
+        "--lag-steps",
+        type=_non_negative_int,
+        default=None,
+        help="steps the stabilised label waits for newer evidence (the node's lag_steps; "
+        "default: the package default)",
     )
     parser.add_argument(
         "--query", default=None, help="query of the state readout (default: the model's default)"
@@ -121,8 +144,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             step_hz=args.step_hz,
             sample_hz=args.sample_hz,
             clip_stride=args.clip_stride,
-            tracker=(
-                StateTrackerConfig() if args.no_transitions else evaluate.tracker_for(label_set)
+            tracker=_lagged(
+                StateTrackerConfig() if args.no_transitions else evaluate.tracker_for(label_set),
+                args.lag_steps,
             ),
             retrieval_clips=args.retrieval_clips,
             frame_size=args.frame_size,
@@ -167,7 +191,7 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
             step_hz=args.step_hz,
             sample_hz=args.sample_hz,
             clip_stride=args.clip_stride,
-            tracker=evaluate.tracker_for(label_set),
+            tracker=_lagged(evaluate.tracker_for(label_set), args.lag_steps),
         )
         runtime = _load_runtime(args)
         streams = []
@@ -185,7 +209,11 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
             )
         )
         grid = tune.TrackerGrid()
-        base = StateTrackerConfig(transitions=transitions, duration_shapes=shapes)
+        base = StateTrackerConfig(
+            transitions=transitions,
+            duration_shapes=shapes,
+            lag_steps=config.tracker.lag_steps,
+        )
         say(f"{len(grid.configs(base))} tracker settings over {len(streams)} episodes")
         trials = tune.tune_tracker(
             streams,

@@ -37,7 +37,7 @@ from vljepa_ros.labels import LabelSet, read_label_set
 from vljepa_ros.stream.state_tracker import UNKNOWN, StateTrackerConfig
 from vljepa_ros.train import metrics, selective
 from vljepa_ros.train.targets import frame_objects, parse_object
-from vljepa_ros.train.tune import LabelledStream, track
+from vljepa_ros.train.tune import LabelledStream, stabilised_labels, track
 
 if TYPE_CHECKING:
     from vljepa_ros.data.bag import EpisodeData
@@ -201,10 +201,11 @@ class EpisodeRun:
     stamps_ns: np.ndarray  # (S,) newest frame of each step's clip
     truth: list[str]
     captions: list[str | None]
-    stabilised: list[str]
+    stabilised: list[str]  # each step's stabilised label (with a lag, reported by a later step)
     instant: list[str]
     baseline: list[str]
     embeddings: np.ndarray  # (S, D)
+    reported: list[str]  # the stabilised label each step reported (the decoder node's input)
     reworded: list[tuple[list[str], list[str]]]  # per variant: (stabilised, instant)
     annotations: list[tuple[int, str]]  # frame-level caption changes
     # per caption run, at its middle step: caption, what the frame shows (state, and the colour
@@ -253,9 +254,9 @@ def _replay(
 
 def _replay_labelled(
     runtime: VLJepaRuntime, episode: EpisodeData, config: EvalConfig, name: str
-) -> tuple[PerceptionPipeline, list[StepResult], list[list[int]]]:
+) -> tuple[PerceptionPipeline, list[StepResult], list[list[int]], list[str]]:
     """Replay through a fresh PerceptionPipeline; the steps whose newest frame has a
-    ground-truth state, with their clips' frame indices.
+    ground-truth state, with their clips' frame indices and their stabilised labels.
 
     Raises:
         EvalError: the episode has no ground-truth state on any step.
@@ -275,13 +276,19 @@ def _replay_labelled(
         cameras=(CAMERA,),
     )
     results, clips = _replay(pipe, episode, config.step_hz)
+    # each step's stabilised label (with the tracker's lag, reported by a later step)
+    stabilised = dict(zip(
+        [r.stamp_ns for r in results],
+        stabilised_labels([r.state for r in results] + pipe.flush(CAMERA)),
+        strict=True,
+    ))  # fmt: skip
     truth = [episode.states[clip[-1]] for clip in clips]
     keep = [t is not None for t in truth]
     if not any(keep):
         raise EvalError(f"{name}: no step has a ground-truth state")
     results = [r for r, k in zip(results, keep, strict=True) if k]
     clips = [c for c, k in zip(clips, keep, strict=True) if k]
-    return pipe, results, clips
+    return pipe, results, clips, [stabilised[r.stamp_ns] for r in results]
 
 
 def labelled_stream(
@@ -292,7 +299,7 @@ def labelled_stream(
     Raises:
         EvalError: the episode has no ground-truth state on any step.
     """
-    _, results, clips = _replay_labelled(runtime, episode, config, name)
+    _, results, clips, _ = _replay_labelled(runtime, episode, config, name)
     return LabelledStream(
         stamps_ns=np.array([r.stamp_ns for r in results], dtype=np.int64),
         embeddings=np.stack([r.embedding for r in results]).astype(np.float32),
@@ -311,7 +318,7 @@ def replay_episode(
     Raises:
         EvalError: the episode has no ground-truth state on any step.
     """
-    pipe, results, clips = _replay_labelled(runtime, episode, config, name)
+    pipe, results, clips, stabilised = _replay_labelled(runtime, episode, config, name)
     query = config.state_query(runtime)
     newest = [clip[-1] for clip in clips]
     stamps = np.array([r.stamp_ns for r in results], dtype=np.int64)
@@ -355,10 +362,11 @@ def replay_episode(
         stamps_ns=stamps,
         truth=[str(episode.states[i]) for i in newest],
         captions=captions,
-        stabilised=[r.state.label for r in results],
+        stabilised=stabilised,
         instant=[r.state.instant_label for r in results],
         baseline=baseline,
         embeddings=embeddings,
+        reported=[r.state.label for r in results],
         reworded=reworded,
         annotations=selective.caption_changes(episode.stamps_ns, episode.captions),
         moments=[
@@ -446,7 +454,7 @@ def state_metrics(runs: Sequence[EpisodeRun], labels: Sequence[str]) -> dict[str
 def streams_of(runs: Sequence[EpisodeRun]) -> list[selective.Stream]:
     """The selective-decoding streams of the runs that have caption changes."""
     return [
-        selective.Stream(r.name, r.stamps_ns, r.embeddings, r.stabilised, r.annotations)
+        selective.Stream(r.name, r.stamps_ns, r.embeddings, r.reported, r.annotations)
         for r in runs
         if r.annotations
     ]

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from vljepa_ros.stream.state_tracker import StateTracker, StateTrackerConfig
+from vljepa_ros.stream.state_tracker import StateEstimate, StateTracker, StateTrackerConfig
 from vljepa_ros.train import metrics
 from vljepa_ros.train.selective import stream_minutes
 
@@ -54,7 +54,7 @@ class LabelledStream:
 class TrackerGrid:
     """The values tried for each tuned setting (settings with exit > enter are skipped)."""
 
-    temperature: tuple[float, ...] = (0.05, 0.08, 0.12, 0.2, 0.3)
+    temperature: tuple[float, ...] = (0.05, 0.08, 0.12, 0.2, 0.3, 0.5, 0.8)
     smoothing: tuple[float, ...] = (0.2, 0.4, 0.7, 1.0)
     enter_threshold: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
     exit_threshold: tuple[float, ...] = (0.1, 0.2, 0.3)
@@ -202,10 +202,18 @@ def track(
     embeddings: np.ndarray,
     stamps_ns: np.ndarray,
 ) -> tuple[list[str], list[str]]:
-    """Stabilised and instant labels of a fresh tracker over one embedding stream."""
+    """Stabilised and instant labels of a fresh tracker over one embedding stream, each list
+    in step order (with `lag_steps`, the stabilised label of a step is the one reported
+    `lag_steps` steps later; the stream's last steps get theirs when the tracker is flushed)."""
     tracker = StateTracker(labels, matrix, config)
     out = [tracker.step(e, int(s)) for e, s in zip(embeddings, stamps_ns, strict=True)]
-    return [o.label for o in out], [o.instant_label for o in out]
+    return stabilised_labels(out + tracker.flush()), [o.instant_label for o in out]
+
+
+def stabilised_labels(estimates: Sequence[StateEstimate]) -> list[str]:
+    """The stabilised label of every step, in step order, from a tracker's estimates of one
+    stream (its steps' and then its flush's): those that describe a step, in the order given."""
+    return [e.label for e in estimates if e.label_stamp_ns is not None]
 
 
 def run_trial(
@@ -298,10 +306,14 @@ def tune_tracker(
 def write_params(
     trial: Trial, path: str | Path, note: str = "", labels_file: str | Path | None = None
 ) -> Path:
-    """A parameter file (config/perception.yaml layout) with the trial's tracker settings and,
-    when given, the labels file that holds its transition rates."""
+    """A parameter file (config/perception.yaml layout) with the trial's tracker settings (the
+    tuned ones and the lag they were tuned with) and, when given, the labels file that holds
+    its transition rates."""
     path = Path(path)
-    values: dict[str, float | str] = {name: float(getattr(trial.config, name)) for name in TUNED}
+    values: dict[str, float | int | str] = {
+        name: float(getattr(trial.config, name)) for name in TUNED
+    }
+    values["lag_steps"] = trial.config.lag_steps
     if labels_file is not None:
         values["labels_file"] = str(labels_file)
     header = (
