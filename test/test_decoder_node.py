@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from ros_support import RosPeer, start_node, stop_node
 
+from vljepa_ros.stream.state_tracker import StateTrackerConfig
+
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
+LAG = StateTrackerConfig().lag_steps  # the perception node's default
 DIM = 384
 
 
@@ -50,18 +53,23 @@ class StreamPeer(RosPeer):
         )
 
     def play(self, vectors: np.ndarray, labels: list[str], first_seq: int, start_ns: int) -> None:
-        """Publish one step per vector at 20 steps/s of stream time (sent without pacing)."""
+        """Publish one step per vector at 20 steps/s of stream time (sent without pacing), each
+        StateLabel with the label of the step LAG steps earlier, as the perception node's
+        default tracker lag does (none on the first LAG steps)."""
         import time
 
         from vljepa_ros.msg import SemanticEmbedding, StateLabel
         from vljepa_ros.nodes.common import ns_to_stamp
 
-        for k, (vector, label) in enumerate(zip(vectors, labels, strict=True)):
-            stamp = ns_to_stamp(start_ns + k * NS // 20)
+        stamps = [ns_to_stamp(start_ns + k * NS // 20) for k in range(len(vectors))]
+        for k, vector in enumerate(vectors):
+            stamp = stamps[k]
             seq = first_seq + k
             msg = SemanticEmbedding(seq=seq, embedding=vector.astype(np.float32).tolist())
             msg.header.stamp, msg.header.frame_id = stamp, "cam_frame"
-            state = StateLabel(seq=seq, label=label)
+            state = StateLabel(seq=seq, label="unknown")
+            if k >= LAG:
+                state.label, state.label_stamp = labels[k - LAG], stamps[k - LAG]
             state.header.stamp = stamp
             self.embeddings.publish(msg)
             self.states.publish(state)

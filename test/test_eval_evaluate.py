@@ -93,7 +93,6 @@ def test_replay_is_what_the_pipeline_computes(runtime, episode, run) -> None:
     assert tune.stabilised_labels([r.state for r in results] + pipe.flush("camera")) == (
         run.stabilised
     )
-    assert [r.state.label for r in results] == run.reported
     assert [r.state.instant_label for r in results] == run.instant
     assert np.stack([r.embedding for r in results]) == pytest.approx(run.embeddings, abs=1e-6)
 

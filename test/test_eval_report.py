@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from vljepa_ros.stream.state_tracker import StateTrackerConfig
 from vljepa_ros.train import evaluate, report, selective
 
 NS = 1_000_000_000
@@ -41,7 +42,6 @@ def synthetic_run(name: str, seed: int) -> evaluate.EpisodeRun:
         instant=instant,
         baseline=baseline,
         embeddings=emb,
-        reported=stabilised,
         reworded=[(stabilised, instant)],
         annotations=selective.caption_changes(stamps, captions),
         moments=[],
@@ -79,6 +79,7 @@ def evaluation() -> evaluate.Evaluation:
             "step_hz": 10.0,
             "sample_hz": 10.0,
         },
+        "tracker": evaluate.tracker_summary(evaluate.default_tracker()),
         "state": state,
         "reworded": evaluate.reworded_metrics(runs, [LABELS], state["stabilised"]["accuracy"]),
         "retrieval": {"clips": 100, "r@1": 0.42, "r@5": 0.9, "meaning_r@1": 0.73},
@@ -117,6 +118,20 @@ def test_lag_metrics_show_a_3_step_lag(evaluation: evaluate.Evaluation) -> None:
     assert sum(lag["steps_since_change"].values()) == pytest.approx(1.0)
     text = report.markdown(evaluation.report, {})
     assert "would score 96.7% / 93.3% / 90.0% (k = 1, 2, 3)" in text
+
+
+def test_report_names_the_tracker_settings(evaluation: evaluate.Evaluation) -> None:
+    """The report says which tracker settings made the stabilised label: the node's defaults
+    with the default labels file's transition model; without one the lag has no effect."""
+    default = StateTrackerConfig()
+    text = report.markdown(evaluation.report, {})
+    assert (
+        f"- state tracker: temperature {default.temperature:g}, smoothing {default.smoothing:g}"
+        in text
+    )
+    assert f"transition model: 42 rates, 7 duration shapes; lag {default.lag_steps} steps" in text
+    bare = {**evaluation.report, "tracker": evaluate.tracker_summary(StateTrackerConfig())}
+    assert "transition model: 0 rates, 0 duration shapes; lag 0 steps" in report.markdown(bare, {})
 
 
 def test_targets_rows_compare_values_with_bounds(evaluation: evaluate.Evaluation) -> None:

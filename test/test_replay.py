@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from ros_support import REPO, message_fields, python_env
 
+from vljepa_ros.stream.state_tracker import StateTrackerConfig
+
 NS = 1_000_000_000
 
 
@@ -47,6 +49,10 @@ def _read(path: Path) -> dict[str, list]:
     return topics
 
 
+def _ns(stamp: object) -> int:
+    return stamp.sec * NS + stamp.nanosec  # type: ignore[attr-defined]
+
+
 def _input_stamps(bag: Path) -> set[int]:
     from vljepa_ros.data.bag import read_episode
 
@@ -73,9 +79,17 @@ def test_replay_writes_every_topic_with_input_stamps(
         assert state.seq == embedding.seq
         assert len(embedding.embedding) == 384
     assert [s.seq for _, s in states] == list(range(len(states)))
+    # each stabilised label is about the step lag_steps before its own (none on the first ones)
+    lag = StateTrackerConfig().lag_steps
+    step_stamps = [_ns(e.header.stamp) for _, e in embeddings]
+    for k, (_, state) in enumerate(states):
+        assert _ns(state.label_stamp) == (step_stamps[k - lag] if k >= lag else 0)
     info = topics["/vljepa/embedding_info"][0][1]
     assert info.labels[0] == "idle"
-    assert topics["/vljepa/events"][-1][1].trigger == "shutdown"
+    last = topics["/vljepa/events"][-1][1]
+    assert last.trigger == "shutdown"
+    # the decoder saw every step, the last ones with the labels the tracker's flush gave
+    assert _ns(last.segment_end) == step_stamps[-1]
     assert "embedding" in stdout
 
 

@@ -252,7 +252,14 @@ DECODER: list[Param] = [
     Param("max_interval", 0.0, "Close a segment after this many seconds; 0 disables.", 0.0, 3600.0),
     Param("max_gap", 2.0, "Seconds without steps that count as a stream reset.", 0.1, 3600.0),
     Param("max_text_length", 32, "Longest decoded text, in tokens.", 1, 512),
-    Param("label_wait", 0.5, "Seconds an embedding waits for its StateLabel.", 0.01, 10.0),
+    Param(
+        "label_wait",
+        1.0,
+        "Seconds an embedding waits for the StateLabel about its step (that label comes "
+        "lag_steps steps later: keep this above the perception node's lag_steps / step_hz).",
+        0.01,
+        10.0,
+    ),
 ]
 
 OVERLAY: list[Param] = [

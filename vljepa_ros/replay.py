@@ -190,6 +190,7 @@ def replay(
     from vljepa_ros.params import pipeline_config, segmenter_config
     from vljepa_ros.stream.pipeline import PerceptionPipeline
     from vljepa_ros.stream.segmenter import OnlineSegmenter, Segment, temporal_ward_segments
+    from vljepa_ros.stream.state_tracker import UNKNOWN
 
     runtime = VLJepaRuntime.load(checkpoint) if checkpoint else VLJepaRuntime.load()
     pipe_cfg = pipeline_config(params["perception_node"], runtime.cfg.default_query)
@@ -204,6 +205,26 @@ def replay(
     frame_id = ""
     steps: list[tuple[int, np.ndarray, str]] = []  # for the offline decoder
     segments: list[Segment] = []
+    # embeddings waiting for the stabilised label about their step (the tracker's lag), by stamp
+    waiting: dict[int, tuple[int, np.ndarray]] = {}
+    last_label = UNKNOWN
+    described = False  # whether the last step's label was about a step (not the lag filling)
+
+    def decode(stamp: int, label: str) -> None:
+        nonlocal segments, last_label
+        seq, vector = waiting.pop(stamp)
+        last_label = label
+        if config.decoder == "online":
+            segments += segmenter.step(vector, stamp, seq, label)
+        else:
+            steps.append((stamp, vector, label))
+
+    def decode_input(estimates: list[Any]) -> None:
+        """Give the decoder each step whose label is now known, with that label."""
+        for s in estimates:
+            if s.label_stamp_ns is not None:
+                decode(s.label_stamp_ns, s.label)
+
     frames = read_frames(bag, image_topic, compressed)
     bar = tqdm(frames, unit=" frames", disable=not progress, desc="replay")
     for stamp, frame_id, rgb in bar:
@@ -244,11 +265,14 @@ def replay(
             writer.write("/vljepa/state", "vljepa_ros/msg/StateLabel", state, result.stamp_ns)
             counts["embedding"] += 1
             counts["state"] += 1
-            if config.decoder == "online":
-                segments += segmenter.step(result.embedding, result.stamp_ns, result.seq, s.label)
-            else:
-                steps.append((result.stamp_ns, result.embedding, s.label))
+            if s.label_stamp_ns is None and described:  # the tracker started over: no label
+                for older in list(waiting):  # will come for the steps before; they go with the
+                    decode(older, last_label)  # last label, as the decoder node's label_wait does
+            described = s.label_stamp_ns is not None
+            waiting[result.stamp_ns] = (result.seq, result.embedding)
+            decode_input([s])
         bar.set_postfix(steps=counts["embedding"])
+    decode_input(pipeline.flush("camera"))  # the last steps' labels: the bag has ended
     if config.decoder == "online":
         segments += segmenter.flush("shutdown")
     elif steps:

@@ -1,6 +1,7 @@
 """decoder_node: the silent embedding stream in, a TextEvent out only when the meaning changes.
 
-Steps (SemanticEmbedding + StateLabel, joined by seq) feed an `OnlineSegmenter`; every segment it
+Steps (a SemanticEmbedding and the StateLabel about its step, joined by stamp: with the state
+tracker's lag that label comes with a later step) feed an `OnlineSegmenter`; every segment it
 closes is decoded once, on its average-pooled embedding, by the Y-decoder in a worker thread, and
 published on vljepa/events (reliable, keep last 100, transient local). On shutdown the open
 segment is flushed and decoded before the node exits.
@@ -88,8 +89,11 @@ class DecoderNode(Node):
             self._segment(steps)
 
     def _on_state(self, msg: StateLabel) -> None:
+        about = stamp_to_ns(msg.label_stamp)
+        if not about:  # the tracker's lag is still filling: the label is about no step yet
+            return
         with self.lock:
-            self._segment(self.joiner.add_label(msg.seq, msg.label, self._now()))
+            self._segment(self.joiner.add_label(about, msg.label, self._now()))
 
     def _on_timer(self) -> None:
         with self.lock:
@@ -151,11 +155,14 @@ class DecoderNode(Node):
         config = segmenter_config(values)  # ValueError rejects the change
         with self.lock:
             self.segmenter.config = config
+            self.joiner.max_wait_ns = round(values["label_wait"] * 1e9)
         self.values = values
 
     def close(self) -> None:
-        """Flush the open segment, decode what is queued, and stop the worker."""
+        """Segment the steps still waiting for their labels, flush the open segment, decode
+        what is queued, and stop the worker."""
         with self.lock:
+            self._segment(self.joiner.flush())
             for segment in self.segmenter.flush("shutdown"):
                 self._submit(segment)
         self._jobs.put(None)

@@ -49,7 +49,7 @@ class StateTrackerConfig:
 
     # defaults chosen for the shipped model by `vljepa tune-tracker --lag-steps 3` on its 30
     # validation episodes, with the transition model of config/robot_states.yaml
-    # (docs/evaluation.md): no smoothing or margin beyond the transition model's smoothing
+    # (docs/evaluation.md): no exponential smoothing or margin, a 0.4 s dwell
     temperature: float = 0.5
     smoothing: float = 1.0
     enter_threshold: float = 0.4

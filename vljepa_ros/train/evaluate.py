@@ -87,11 +87,24 @@ def load_labels(path: str | Path | None = None) -> dict[str, str]:
     return load_label_set(path).labels
 
 
+TRACKER_SETTINGS = ("temperature", "smoothing", "enter_threshold", "exit_threshold",
+                    "switch_margin", "min_dwell", "lag_steps")  # fmt: skip
+
+
 def tracker_for(label_set: LabelSet) -> StateTrackerConfig:
     """The default tracker settings with the labels file's transition model."""
     return StateTrackerConfig(
         transitions=label_set.transitions, duration_shapes=label_set.duration_shapes
     )
+
+
+def tracker_summary(tracker: StateTrackerConfig) -> dict[str, Any]:
+    """The state tracker's settings as a report records them (the transition model counted)."""
+    return {
+        **{name: getattr(tracker, name) for name in TRACKER_SETTINGS},
+        "transitions": len(tracker.transitions),
+        "duration_shapes": len(tracker.duration_shapes),
+    }
 
 
 def default_tracker() -> StateTrackerConfig:
@@ -205,7 +218,6 @@ class EpisodeRun:
     instant: list[str]
     baseline: list[str]
     embeddings: np.ndarray  # (S, D)
-    reported: list[str]  # the stabilised label each step reported (the decoder node's input)
     reworded: list[tuple[list[str], list[str]]]  # per variant: (stabilised, instant)
     annotations: list[tuple[int, str]]  # frame-level caption changes
     # per caption run, at its middle step: caption, what the frame shows (state, and the colour
@@ -366,7 +378,6 @@ def replay_episode(
         instant=[r.state.instant_label for r in results],
         baseline=baseline,
         embeddings=embeddings,
-        reported=[r.state.label for r in results],
         reworded=reworded,
         annotations=selective.caption_changes(episode.stamps_ns, episode.captions),
         moments=[
@@ -454,7 +465,7 @@ def state_metrics(runs: Sequence[EpisodeRun], labels: Sequence[str]) -> dict[str
 def streams_of(runs: Sequence[EpisodeRun]) -> list[selective.Stream]:
     """The selective-decoding streams of the runs that have caption changes."""
     return [
-        selective.Stream(r.name, r.stamps_ns, r.embeddings, r.reported, r.annotations)
+        selective.Stream(r.name, r.stamps_ns, r.embeddings, r.stabilised, r.annotations)
         for r in runs
         if r.annotations
     ]
@@ -689,6 +700,7 @@ def evaluate(
             "step_hz": config.step_hz,
             "sample_hz": config.sample_hz,
         },
+        "tracker": tracker_summary(config.tracker),
         "state": state,
         "reworded": reworded_metrics(runs, variants, state["stabilised"]["accuracy"]),
         "retrieval": retrieval_metrics(runtime, runs, config.retrieval_clips, config.seed),

@@ -270,6 +270,21 @@ def _in_unit(value: float | None, unit: str) -> str:
     return _num(value, 1 if unit == "score" else 2)
 
 
+def _tracker_line(tracker: Mapping[str, Any] | None) -> list[str]:
+    """The report's line on the state tracker's settings (none in reports written before)."""
+    if not tracker:
+        return []
+    lag = tracker["lag_steps"] if tracker["transitions"] else 0
+    return [
+        f"- state tracker: temperature {tracker['temperature']:g}, smoothing "
+        f"{tracker['smoothing']:g}, enter {tracker['enter_threshold']:g}, exit "
+        f"{tracker['exit_threshold']:g}, margin {tracker['switch_margin']:g}, dwell "
+        f"{tracker['min_dwell']:g} s; transition model: {tracker['transitions']} rates, "
+        f"{tracker['duration_shapes']} duration shapes; lag {lag} steps (each stabilised label "
+        "scored on the step it is about)"
+    ]
+
+
 def markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> str:
     """The report as Markdown; `images` maps plot kinds to file names beside it."""
     model, data, state = report["model"], report["data"], report["state"]
@@ -284,6 +299,7 @@ def markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> str:
         f"- state query: {_query(model['query'])}; retrieval query: "
         f"{_query(model.get('retrieval_query', model['query']))}; "
         f"{len(data['labels'])} label prompts",
+        *_tracker_line(report.get("tracker")),
         "- every episode replayed through `PerceptionPipeline`, the class the perception node "
         "runs (docs/evaluation.md)",
         "",
