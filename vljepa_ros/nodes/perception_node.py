@@ -412,6 +412,7 @@ class PerceptionNode(LifecycleNode):
                 header=self._header(camera, now),
                 seq=seq,
                 label="unknown",
+                label_stamp=ns_to_stamp(now),
                 changed=True,
                 since=ns_to_stamp(now),
             )
