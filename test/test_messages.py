@@ -27,7 +27,8 @@ def test_message_definitions_have_the_documented_fields() -> None:
     expected = {
         SemanticEmbedding: "header:std_msgs/Header clip_start:builtin_interfaces/Time seq:uint64 "
         "model_id:string query:string embedding:sequence<float> novelty:float latency_ms:float",
-        StateLabel: "header:std_msgs/Header seq:uint64 label:string confidence:float "
+        StateLabel: "header:std_msgs/Header seq:uint64 label:string "
+        "label_stamp:builtin_interfaces/Time confidence:float "
         "instant_label:string instant_confidence:float candidates:sequence<string> "
         "scores:sequence<float> changed:boolean since:builtin_interfaces/Time",
         TextEvent: "header:std_msgs/Header event_id:uint64 segment_start:builtin_interfaces/Time "

@@ -28,6 +28,7 @@ MECHANISM = {
     "exit_threshold": 0.3,
     "switch_margin": 0.15,
     "min_dwell": 0.5,
+    "lag_steps": 0,  # each step's own label (the lag has its own tests below)
 }
 
 

@@ -118,7 +118,9 @@ def test_track_gives_every_step_its_own_stabilised_label() -> None:
     tracker's labels moved back to the steps they describe, the last ones from its flush; a
     lag of 0 gives the labels as the steps report them."""
     stream = noisy_stream(2, ordered=True)
-    config = StateTrackerConfig(transitions=tune.estimate_transitions([stream], LABELS))
+    config = StateTrackerConfig(
+        transitions=tune.estimate_transitions([stream], LABELS), lag_steps=0
+    )
     steps = list(zip(stream.embeddings, stream.stamps_ns, strict=True))
     plain = StateTracker(LABELS, MATRIX, config)
     assert tune.track(LABELS, MATRIX, config, stream.embeddings, stream.stamps_ns)[0] == [

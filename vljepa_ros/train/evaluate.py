@@ -37,7 +37,7 @@ from vljepa_ros.labels import LabelSet, read_label_set
 from vljepa_ros.stream.state_tracker import UNKNOWN, StateTrackerConfig
 from vljepa_ros.train import metrics, selective
 from vljepa_ros.train.targets import frame_objects, parse_object
-from vljepa_ros.train.tune import LabelledStream, stabilised_labels, track
+from vljepa_ros.train.tune import TUNED, LabelledStream, stabilised_labels, track
 
 if TYPE_CHECKING:
     from vljepa_ros.data.bag import EpisodeData
@@ -87,10 +87,6 @@ def load_labels(path: str | Path | None = None) -> dict[str, str]:
     return load_label_set(path).labels
 
 
-TRACKER_SETTINGS = ("temperature", "smoothing", "enter_threshold", "exit_threshold",
-                    "switch_margin", "min_dwell", "lag_steps")  # fmt: skip
-
-
 def tracker_for(label_set: LabelSet) -> StateTrackerConfig:
     """The default tracker settings with the labels file's transition model."""
     return StateTrackerConfig(
@@ -101,7 +97,7 @@ def tracker_for(label_set: LabelSet) -> StateTrackerConfig:
 def tracker_summary(tracker: StateTrackerConfig) -> dict[str, Any]:
     """The state tracker's settings as a report records them (the transition model counted)."""
     return {
-        **{name: getattr(tracker, name) for name in TRACKER_SETTINGS},
+        **{name: getattr(tracker, name) for name in (*TUNED, "lag_steps")},
         "transitions": len(tracker.transitions),
         "duration_shapes": len(tracker.duration_shapes),
     }
