@@ -188,9 +188,9 @@ def replay(
 
     from vljepa_ros.model import VLJepaRuntime
     from vljepa_ros.params import pipeline_config, segmenter_config
+    from vljepa_ros.stream.joiner import JoinedStep, StepJoiner
     from vljepa_ros.stream.pipeline import PerceptionPipeline
     from vljepa_ros.stream.segmenter import OnlineSegmenter, Segment, temporal_ward_segments
-    from vljepa_ros.stream.state_tracker import UNKNOWN
 
     runtime = VLJepaRuntime.load(checkpoint) if checkpoint else VLJepaRuntime.load()
     pipe_cfg = pipeline_config(params["perception_node"], runtime.cfg.default_query)
@@ -205,25 +205,17 @@ def replay(
     frame_id = ""
     steps: list[tuple[int, np.ndarray, str]] = []  # for the offline decoder
     segments: list[Segment] = []
-    # embeddings waiting for the stabilised label about their step (the tracker's lag), by stamp
-    waiting: dict[int, tuple[int, np.ndarray]] = {}
-    last_label = UNKNOWN
-    described = False  # whether the last step's label was about a step (not the lag filling)
+    # each embedding paired with the label about its step, as the decoder node pairs them
+    # (capture time stands in for arrival time)
+    joiner = StepJoiner(max_wait=params["decoder_node"]["label_wait"])
 
-    def decode(stamp: int, label: str) -> None:
-        nonlocal segments, last_label
-        seq, vector = waiting.pop(stamp)
-        last_label = label
-        if config.decoder == "online":
-            segments += segmenter.step(vector, stamp, seq, label)
-        else:
-            steps.append((stamp, vector, label))
-
-    def decode_input(estimates: list[Any]) -> None:
-        """Give the decoder each step whose label is now known, with that label."""
-        for s in estimates:
-            if s.label_stamp_ns is not None:
-                decode(s.label_stamp_ns, s.label)
+    def decode(joined: list[JoinedStep]) -> None:
+        nonlocal segments
+        for step in joined:
+            if config.decoder == "online":
+                segments += segmenter.step(step.embedding, step.stamp_ns, step.seq, step.label)
+            else:
+                steps.append((step.stamp_ns, step.embedding, step.label))
 
     frames = read_frames(bag, image_topic, compressed)
     bar = tqdm(frames, unit=" frames", disable=not progress, desc="replay")
@@ -265,14 +257,15 @@ def replay(
             writer.write("/vljepa/state", "vljepa_ros/msg/StateLabel", state, result.stamp_ns)
             counts["embedding"] += 1
             counts["state"] += 1
-            if s.label_stamp_ns is None and described:  # the tracker started over: no label
-                for older in list(waiting):  # will come for the steps before; they go with the
-                    decode(older, last_label)  # last label, as the decoder node's label_wait does
-            described = s.label_stamp_ns is not None
-            waiting[result.stamp_ns] = (result.seq, result.embedding)
-            decode_input([s])
+            now = result.stamp_ns
+            decode(joiner.add_embedding(result.seq, now, result.embedding, frame_id, now))
+            if s.label_stamp_ns is not None:  # None: the tracker's lag is still filling
+                decode(joiner.add_label(s.label_stamp_ns, s.label, now))
         bar.set_postfix(steps=counts["embedding"])
-    decode_input(pipeline.flush("camera"))  # the last steps' labels: the bag has ended
+    for s in pipeline.flush("camera"):  # the last steps' labels: the bag has ended
+        assert s.label_stamp_ns is not None  # a flush describes every step it returns
+        decode(joiner.add_label(s.label_stamp_ns, s.label, s.label_stamp_ns))
+    decode(joiner.flush())
     if config.decoder == "online":
         segments += segmenter.flush("shutdown")
     elif steps:
