@@ -52,8 +52,15 @@ class StreamPeer(RosPeer):
             "the decoder node to subscribe",
         )
 
-    def play(self, vectors: np.ndarray, labels: list[str], first_seq: int, start_ns: int) -> None:
-        """Publish one step per vector at 20 steps/s of stream time (sent without pacing), each
+    def play(
+        self,
+        vectors: np.ndarray,
+        labels: list[str],
+        first_seq: int,
+        start_ns: int,
+        pause: float = 0.005,
+    ) -> None:
+        """Publish one step per vector at 20 steps/s of stream time (sent `pause` s apart), each
         StateLabel with the label of the step LAG steps earlier, as the perception node's
         default tracker lag does (none on the first LAG steps)."""
         import time
@@ -73,7 +80,7 @@ class StreamPeer(RosPeer):
             state.header.stamp = stamp
             self.embeddings.publish(msg)
             self.states.publish(state)
-            time.sleep(0.005)
+            time.sleep(pause)
 
 
 @pytest.fixture
@@ -178,20 +185,37 @@ def test_restarted_decoder_resumes_and_marks_the_reset(micro_checkpoint: Path) -
             first.kill()
 
 
-def test_bad_segmenter_parameter_is_rejected(decoder: tuple) -> None:
-    """An out-of-range shift threshold is refused with the parameter's name."""
+def _set_parameter(peer: StreamPeer, name: str, value: object) -> object:
+    """Set one decoder_node parameter through its service; the SetParametersResult."""
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
 
-    _, peer = decoder
     client = peer.node.create_client(SetParameters, "/decoder_node/set_parameters")
     assert client.wait_for_service(timeout_sec=10.0)
+    request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+    future = client.call_async(request)
+    peer.wait_for(future.done, 10.0, "set_parameters")
+    return future.result().results[0]
+
+
+def test_label_wait_below_the_lag_is_applied_and_warned_about(decoder: tuple) -> None:
+    """label_wait changed at run time takes effect: at 0.01 s, below the labels' lag of LAG steps
+    sent 0.05 s apart, each step goes out before its label, and the node says so."""
+    node, peer = decoder
+    assert _set_parameter(peer, "label_wait", 0.01).successful
+    peer.play(_scene(0, 12), ["idle"] * 12, 0, T0, pause=0.05)
+    import time
+
+    time.sleep(0.5)
+    output = stop_node(node)
+    assert "segmented with the previous label" in output, output[-3000:]
+    assert "label_wait (0.01 s)" in output
+
+
+def test_bad_segmenter_parameter_is_rejected(decoder: tuple) -> None:
+    """An out-of-range shift threshold is refused with the parameter's name."""
+    _, peer = decoder
     for name, value in [("shift_threshold", 0.0), ("persistence", 0), ("device", "cuda")]:
-        request = SetParameters.Request(
-            parameters=[Parameter(name, value=value).to_parameter_msg()]
-        )
-        future = client.call_async(request)
-        peer.wait_for(future.done, 10.0, "set_parameters")
-        result = future.result().results[0]
+        result = _set_parameter(peer, name, value)
         assert not result.successful
         assert name in result.reason

@@ -106,6 +106,20 @@ def test_overlay_draws_label_event_and_map_over_the_frame() -> None:
     assert not changed[300:420, 100:300].any()  # the scene itself is left alone
 
 
+def test_a_lagged_label_says_how_long_ago_its_step_was() -> None:
+    """With the tracker's lag the top band says "(0.3 s ago)" right of the confidence; a label
+    about the newest step (lag 0 or unknown) leaves that place dark."""
+    frame = np.full((480, 640, 3), 200, dtype=np.uint8)
+
+    def lag_text_pixels(lag: float | None) -> int:
+        image = render_overlay(frame, OverlayState("idle", 0.9, label_lag_s=lag), None,
+                               EmbeddingTrail())  # fmt: skip
+        return int((image[8:28, 430:560] > 100).any(axis=2).sum())
+
+    assert lag_text_pixels(None) == lag_text_pixels(0.0) == 0
+    assert lag_text_pixels(0.3) > 50
+
+
 def test_confidence_bar_grows_with_confidence() -> None:
     """More confidence fills more of the bar with blue."""
     frame = np.full((240, 320, 3), 100, dtype=np.uint8)

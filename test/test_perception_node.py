@@ -213,7 +213,7 @@ def test_silent_camera_reports_error_and_unknown(running: tuple) -> None:
     # the notice: a StateLabel of no step (no candidates), "unknown" about the moment it is sent
     peer.wait_for(lambda: not peer.snapshot("state")[-1].candidates, 3.0, "the silence notice")
     notice = peer.snapshot("state")[-1]
-    assert notice.label == "unknown"
+    assert notice.label == notice.instant_label == "unknown"
     assert stamp_to_ns(notice.label_stamp) == stamp_to_ns(notice.header.stamp) > 0
     assert peer.diagnostic_values()["_level"] == DiagnosticStatus.ERROR
     assert peer.snapshot("state")[-1].changed

@@ -58,6 +58,24 @@ def test_lost_label_times_out_with_the_last_label() -> None:
     assert (late.seq, late.label) == (1, "idle")
 
 
+def test_a_label_after_its_step_timed_out_is_counted_late_and_dropped() -> None:
+    """A label that comes after max_wait (the lag is longer than the wait) is counted once and
+    does not attach to any later step; a label that never comes is not counted."""
+    joiner = StepJoiner(max_wait=0.5)
+    joiner.add_label(0, "idle", 0)
+    joiner.add_embedding(0, 0, V, "", 0)
+    joiner.add_embedding(1, 1, V, "", 0)
+    joiner.add_embedding(2, 2, V, "", 0)
+    assert [s.seq for s in joiner.expire(NS)] == [1, 2]  # both without their labels
+    assert joiner.late_labels == 0
+    assert joiner.add_label(1, "reaching", NS) == []
+    assert joiner.late_labels == 1
+    (next_step,) = joiner.add_embedding(3, 3, V, "", NS) + joiner.add_label(3, "grasping", NS)
+    assert (next_step.seq, next_step.label) == (3, "grasping")
+    assert joiner.flush() == []
+    assert joiner.late_labels == 1  # the label of step 2 never came: lost, not late
+
+
 def test_seq_going_back_releases_the_waiting_steps_and_restarts() -> None:
     """After a perception restart (seq back to 0), older waiting steps go out first."""
     joiner = StepJoiner()

@@ -114,6 +114,7 @@ class OverlayState:
     instant_confidence: float = 0.0
     event_text: str = ""
     event_age_s: float | None = None
+    label_lag_s: float | None = None  # how long before the frame's step `label` is about
 
 
 class EmbeddingTrail:
@@ -200,6 +201,8 @@ def render_overlay(
     filled = int(np.rint(bar_w * float(np.clip(state.confidence, 0, 1))))
     cv2.rectangle(image, (bar_x, 10), (bar_x + filled, 24), BLUE, -1)
     _text(image, f"{state.confidence:.2f}", (bar_x + bar_w + 8, 23), 0.5, WHITE)
+    if state.label_lag_s:  # the tracker's lag: the label is about an earlier step
+        _text(image, f"({state.label_lag_s:.1f} s ago)", (bar_x + bar_w + 50, 23), 0.45, GREY)
     if state.instant_label:
         instant = f"instant: {state.instant_label} ({state.instant_confidence:.2f})"
         _text(image, instant, (10, 46), 0.5, (255, 110, 110))

@@ -6,6 +6,9 @@ closes is decoded once, on its average-pooled embedding, by the Y-decoder in a w
 published on vljepa/events (reliable, keep last 100, transient local). On shutdown the open
 segment is flushed and decoded before the node exits.
 
+A label that comes more than `label_wait` after its embedding is counted and warned about: its
+step was segmented with the previous label.
+
 Event ids count from 0 in every run of the node. A decoder that starts on a stream already in
 progress (its first step has seq > 0, e.g. after the decoder was restarted) marks its first
 event with the trigger stream_reset, so consumers know that steps before it were not seen.
@@ -93,7 +96,16 @@ class DecoderNode(Node):
         if not about:  # the tracker's lag is still filling: the label is about no step yet
             return
         with self.lock:
+            late = self.joiner.late_labels
             self._segment(self.joiner.add_label(about, msg.label, self._now()))
+            if self.joiner.late_labels > late:
+                self.get_logger().warning(
+                    f"a StateLabel came after its step had waited label_wait "
+                    f"({self.values['label_wait']} s) and was segmented with the previous label "
+                    f"({self.joiner.late_labels} so far): set label_wait above the perception "
+                    "node's lag_steps / step_hz",
+                    throttle_duration_sec=5.0,
+                )
 
     def _on_timer(self) -> None:
         with self.lock:

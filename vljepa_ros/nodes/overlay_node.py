@@ -1,7 +1,8 @@
 """overlay_node: camera frames plus the VL-JEPA topics in; an annotated image and RViz markers out.
 
 vljepa/overlay (sensor_msgs/Image) is rendered only while someone subscribes to it: the camera
-frame with the stabilised label and its confidence, the instant label, the last text event with
+frame with the stabilised label, its confidence and how long before the newest step the step it
+is about was captured (the state tracker's lag), the instant label, the last text event with
 its age, and the 2-D embedding map (see `vljepa_ros.overlay`). vljepa/markers
 (visualization_msgs/MarkerArray) holds one TEXT_VIEW_FACING marker with the state and the last
 event, placed in the camera's frame ahead of the lens.
@@ -25,7 +26,14 @@ from vljepa_ros.conversions import (
     image_to_rgb,
 )
 from vljepa_ros.msg import EmbeddingInfo, SemanticEmbedding, StateLabel, TextEvent
-from vljepa_ros.nodes.common import declare, image_message, qos_input, qos_reliable, run
+from vljepa_ros.nodes.common import (
+    declare,
+    image_message,
+    qos_input,
+    qos_reliable,
+    run,
+    stamp_to_ns,
+)
 from vljepa_ros.overlay import EmbeddingMap, EmbeddingTrail, OverlayState, render_overlay
 from vljepa_ros.params import OVERLAY as PARAMS
 
@@ -84,6 +92,8 @@ class OverlayNode(Node):
             self.state.confidence = msg.confidence
             self.state.instant_label = msg.instant_label
             self.state.instant_confidence = msg.instant_confidence
+            about, newest = stamp_to_ns(msg.label_stamp), stamp_to_ns(msg.header.stamp)
+            self.state.label_lag_s = (newest - about) / 1e9 if about else None
 
     def _on_embedding(self, msg: SemanticEmbedding) -> None:
         with self.lock:

@@ -413,6 +413,7 @@ class PerceptionNode(LifecycleNode):
                 seq=seq,
                 label="unknown",
                 label_stamp=ns_to_stamp(now),
+                instant_label="unknown",
                 changed=True,
                 since=ns_to_stamp(now),
             )

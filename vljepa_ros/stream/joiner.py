@@ -6,11 +6,13 @@ the step captured at its `label_stamp`: the same step as its header, or with the
 tracker's lag the step that many steps earlier, so it comes with a later step's message.
 `StepJoiner` releases a step once its embedding and the label about it are in, or once its
 embedding has waited `max_wait` seconds (then with the last label released), always in seq
-order. Time is passed in.
+order. A label that comes after its step was released that way is counted in `late_labels` and
+dropped: `max_wait` is shorter than the labels' lag. Time is passed in.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +53,9 @@ class StepJoiner:
         self._labels: dict[int, str] = {}  # stamp of the step a label is about -> label
         self._last_label = ""
         self._last_released: int | None = None
+        # stamps of steps released without their label, to recognise that label if it comes
+        self._timed_out: deque[int] = deque(maxlen=4 * max_pending)
+        self.late_labels = 0
 
     def add_embedding(
         self, seq: int, stamp_ns: int, embedding: np.ndarray, frame_id: str, now_ns: int
@@ -70,6 +75,10 @@ class StepJoiner:
     def add_label(self, stamp_ns: int, label: str, now_ns: int) -> list[JoinedStep]:
         """A StateLabel arrived with `label` about the step captured at `stamp_ns` (its
         label_stamp); return the steps that are now complete, in seq order."""
+        if stamp_ns in self._timed_out:  # its step has gone out with the previous label
+            self._timed_out.remove(stamp_ns)
+            self.late_labels += 1
+            return self._release_ready(now_ns)
         self._labels[stamp_ns] = label
         if len(self._labels) > 4 * self.max_pending:  # labels whose embedding never came
             for old in sorted(self._labels)[: len(self._labels) - 2 * self.max_pending]:
@@ -100,6 +109,8 @@ class StepJoiner:
 
     def _release(self, seq: int) -> JoinedStep:
         waiting = self._waiting.pop(seq)
+        if waiting.stamp_ns not in self._labels:
+            self._timed_out.append(waiting.stamp_ns)
         label = self._labels.pop(waiting.stamp_ns, self._last_label)
         self._last_label = label
         self._last_released = seq
