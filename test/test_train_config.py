@@ -55,6 +55,7 @@ def test_default_config_trains_the_x_encoder_and_adapts_minilm() -> None:
         (["stage2.queries=[caption, dance]"], "queries"),
         (["stage2.object_weight=-1"], "object_weight"),
         (["stage2.meaning_weight=-0.5"], "meaning_weight"),
+        (["augment.colour_swap=1.5"], "colour_swap"),
         (["model.x_encoder.bogus=1"], "x_encoder.bogus"),
         (["model.preset=giant"], "giant"),
         (["seed"], "key.sub=value"),

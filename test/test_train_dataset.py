@@ -9,20 +9,24 @@ import numpy as np
 import pytest
 import torch
 
+from vljepa_ros.data import captions
 from vljepa_ros.data.bag import read_episode, write_episode_bag
 from vljepa_ros.data.sim import SimConfig, generate_episode
 from vljepa_ros.model import Preprocessor, XEncoderConfig
 from vljepa_ros.train import dataset
 from vljepa_ros.train.config import AugmentConfig, DataConfig, read_labels
 from vljepa_ros.train.dataset import (
+    PERMUTATIONS,
+    SWAPPABLE,
     ClipSampler,
     augment,
     find_bags,
     load_episode,
     load_episodes,
     resize_crop,
+    swap_colours,
 )
-from vljepa_ros.train.targets import AnswerMaker, parse_object
+from vljepa_ros.train.targets import AnswerMaker, FrameLabel, parse_object, recolour
 
 SIZE = 32
 
@@ -138,6 +142,79 @@ def test_a_batch_names_each_clips_object(sampler: ClipSampler) -> None:
     assert batch.clip_index == list(range(8))
     assert batch.objects == [parse_object(text) for text in batch.texts]
     assert all(obj is not None for obj in batch.objects)
+
+
+def _nearest_paint(rgb: np.ndarray) -> str:
+    """The colour word whose paint (captions.COLOURS) is nearest an RGB value in [0, 255]."""
+    paints = {name: np.array(v[:3]) * 255 for name, v in captions.COLOURS.items()}
+    return min(paints, key=lambda name: float(np.linalg.norm(paints[name] - rgb)))
+
+
+@pytest.mark.parametrize("colour", SWAPPABLE)
+@pytest.mark.parametrize("permutation", PERMUTATIONS)
+def test_a_colour_swap_names_the_colour_the_object_then_has(
+    colour: str, permutation: tuple[int, int, int]
+) -> None:
+    """After the channel swap the object's pixels are nearest the paint of the colour the label
+    now names, and the caption names it too; the rest of the caption is kept."""
+    clip = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    clip[:] = np.round(np.array(captions.COLOURS[colour][:3]) * 255).astype(np.uint8)
+    label = FrameLabel("lifting", f"the robot lifts the {colour} ball", colour, "ball")
+    swapped, named = swap_colours(clip, label, permutation)
+    assert swapped.shape == clip.shape
+    assert named.colour == _nearest_paint(swapped[1, 4, 4].astype(float))
+    assert named.caption == f"the robot lifts the {named.colour} ball"
+    assert (named.state, named.shape) == ("lifting", "ball")
+
+
+def test_the_swaps_turn_each_channel_colour_into_every_other() -> None:
+    """Over the five non-identity permutations red, green and blue each become all three (and
+    change in four of the five); white and black never change."""
+    clip = np.zeros((1, 2, 2, 3), dtype=np.uint8)
+    for colour in SWAPPABLE:
+        names = [
+            swap_colours(clip, FrameLabel("idle", None, colour, "cube"), p)[1].colour
+            for p in PERMUTATIONS
+        ]
+        if colour in ("white", "black"):
+            assert set(names) == {colour}
+        else:
+            assert set(names) == {"red", "green", "blue"}
+            assert sum(name != colour for name in names) == 4
+
+
+def test_a_colour_without_a_swapped_name_is_refused() -> None:
+    """Orange, yellow and purple turn into colours no caption names: swap_colours refuses them."""
+    clip = np.zeros((1, 4, 4, 3), dtype=np.uint8)
+    for colour in set(captions.COLOURS) - set(SWAPPABLE):
+        with pytest.raises(ValueError, match=colour):
+            swap_colours(clip, FrameLabel("idle", None, colour, "cube"), PERMUTATIONS[0])
+
+
+def test_recolour_changes_the_objects_colour_word_only() -> None:
+    """Only the object phrase naming the frame's colour changes (not a word that merely looks
+    like a colour), and a frame without a caption keeps none."""
+    frame = FrameLabel("grasping", "the red arm grabs the red long block", "red", "brick")
+    assert recolour(frame, "blue").caption == "the red arm grabs the blue long block"
+    assert recolour(FrameLabel("idle", None, "red", "cube"), "green") == FrameLabel(
+        "idle", None, "green", "cube"
+    )
+
+
+def test_colour_swapped_batches_stay_consistent(bags: Path, tmp_path: Path) -> None:
+    """With colour_swap=1 every clip about a swappable colour is swapped: its answers name the
+    colour it now shows (objects and answers agree), and some name a colour its episode lacks."""
+    episodes = load_episodes([bags], DataConfig(), SIZE, 1.0, tmp_path)
+    maker = AnswerMaker(read_labels("config/robot_states.yaml"))
+    swapping = ClipSampler(episodes, maker, 4, 1.0, colour_swap=1.0)
+    shown = {label.colour for ep in episodes for label in ep.labels}
+    assert shown & set(SWAPPABLE) - {"white", "black"}  # the test needs one to swap
+    objects = []
+    for seed in range(4):
+        batch = swapping.sample(np.random.default_rng(seed), 8, ("object",), 1)
+        assert batch.objects == [parse_object(text) for text in batch.texts]
+        objects += batch.objects
+    assert {obj[0] for obj in objects if obj} - shown
 
 
 def test_sampling_is_a_function_of_the_seed(sampler: ClipSampler) -> None:

@@ -109,11 +109,16 @@ class AugmentConfig:
     brightness: float = 0.25  # multiply by 1 +- this
     contrast: float = 0.25
     saturation: float = 0.25
+    # Share of clips about a red, green, blue, white or black object whose colour channels are
+    # permuted, the object's colour word in the answers following (red <-> green <-> blue), so
+    # that an episode's scene stops telling the object's colour (dataset.swap_colours).
+    colour_swap: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.shift_px >= 0, "augment.shift_px must be >= 0")
         for name in ("brightness", "contrast", "saturation"):
             _check(0 <= getattr(self, name) < 1, f"augment.{name} must be in [0, 1)")
+        _check(0 <= self.colour_swap <= 1, "augment.colour_swap must be in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,13 @@ import torch.nn.functional as F
 from vljepa_ros.data.bag import BagReadError, EpisodeData, read_episode
 from vljepa_ros.train.config import AugmentConfig, DataConfig
 from vljepa_ros.train.derive import DeriveError, derive_labels
-from vljepa_ros.train.targets import AnswerMaker, FrameLabel, Key, frame_objects
+from vljepa_ros.train.targets import (
+    AnswerMaker,
+    FrameLabel,
+    Key,
+    frame_objects,
+    recolour,
+)
 
 CACHE_VERSION = 1
 
@@ -216,6 +222,32 @@ def load_episodes(
     return episodes
 
 
+# Colours whose paint (data.captions.COLOURS) is one strong channel, or all or none: a
+# permutation of the RGB channels turns each into another of them (or itself).
+CHANNEL_COLOURS = ("red", "green", "blue")
+SWAPPABLE = (*CHANNEL_COLOURS, "white", "black")
+PERMUTATIONS = ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))  # all but the identity
+
+
+def swap_colours(
+    clip: np.ndarray, label: FrameLabel, permutation: Sequence[int]
+) -> tuple[np.ndarray, FrameLabel]:
+    """Permute the RGB channels of a (T, S, S, 3) clip (new channel c = old channel
+    permutation[c]) and name the object's colour as it now looks: red, green and blue follow
+    their channel, white and black stay.
+
+    Raises:
+        ValueError: the label is about another colour (it has no name after the swap).
+    """
+    if label.colour not in SWAPPABLE:
+        raise ValueError(f"colour {label.colour!r} has no name after a channel swap")
+    swapped = clip[..., list(permutation)]
+    if label.colour in CHANNEL_COLOURS:
+        channel = list(permutation).index(CHANNEL_COLOURS.index(label.colour))
+        label = recolour(label, CHANNEL_COLOURS[channel])
+    return swapped, label
+
+
 @dataclass
 class Batch:
     """Clips and the (clip, query, answer) rows of one step."""
@@ -234,7 +266,9 @@ class ClipSampler:
 
     End frames are drawn with weight count(state) ** -balance, so balance=0 samples frames
     uniformly and balance=1 samples every state equally often (short states such as grasping
-    would otherwise be rare).
+    would otherwise be rare). A share `colour_swap` of the clips about a red, green, blue, white
+    or black object get their colour channels permuted and their answers the colour the object
+    then has (`swap_colours`).
     """
 
     def __init__(
@@ -243,8 +277,10 @@ class ClipSampler:
         maker: AnswerMaker,
         clip_frames: int,
         balance: float = 0.5,
+        colour_swap: float = 0.0,
     ) -> None:
         self.episodes = list(episodes)
+        self.colour_swap = colour_swap
         self.maker = maker
         self.clip_frames = clip_frames
         refs = [(e, i) for e, ep in enumerate(self.episodes) for i in range(len(ep.labels))]
@@ -287,7 +323,11 @@ class ClipSampler:
         for b, pick in enumerate(picks):
             e, i = (int(v) for v in self.refs[pick])
             label = self.episodes[e].labels[i]
-            video.append(self.clip(e, i))
+            clip = self.clip(e, i)
+            if self.colour_swap and label.colour in SWAPPABLE and rng.random() < self.colour_swap:
+                permutation = PERMUTATIONS[int(rng.integers(len(PERMUTATIONS)))]
+                clip, label = swap_colours(clip, label, permutation)
+            video.append(clip)
             states.append(label.state)
             colour, shape = label.colour, label.shape
             objects.append((colour, shape) if colour is not None and shape is not None else None)

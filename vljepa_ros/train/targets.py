@@ -24,6 +24,7 @@ The held-out rewordings of `captions.HELDOUT_PROMPTS` are never produced here.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,6 +80,18 @@ def parse_object(text: str | None) -> tuple[str, str] | None:
     if match is None:
         return None
     return match.group(1), _NOUN_SHAPE[match.group(2)]
+
+
+def recolour(frame: FrameLabel, colour: str) -> FrameLabel:
+    """The same frame about an object of another colour: the colour field and the colour word of
+    the caption's object phrase (the first one naming the frame's colour) change."""
+    caption = frame.caption
+    if caption and frame.colour is not None:
+        for match in _OBJECT_RE.finditer(caption.lower()):
+            if match.group(1) == frame.colour:
+                caption = caption[: match.start(1)] + colour + caption[match.end(1) :]
+                break
+    return dataclasses.replace(frame, colour=colour, caption=caption)
 
 
 def frame_objects(caption_list: list[str | None]) -> list[tuple[str, str] | None]:

@@ -405,7 +405,9 @@ def train(
     episodes = episodes_of(paths)
     maker = AnswerMaker(labels, config.stage2.prompt_fraction)
     frames_per_clip = config.model.x_encoder.num_frames
-    sampler = ClipSampler(episodes, maker, frames_per_clip, config.data.balance)
+    sampler = ClipSampler(
+        episodes, maker, frames_per_clip, config.data.balance, config.augment.colour_swap
+    )
     val_sampler = val_clips = None
     if config.data.val_paths:
         val_sampler = ClipSampler(episodes_of(config.data.val_paths), maker, frames_per_clip, 0.0)
