@@ -81,6 +81,7 @@ def test_eval_writes_the_report(micro_checkpoint: Path, bags: Path, tmp_path: Pa
     args = parse(
         "--checkpoint", str(micro_checkpoint), "--data", str(bags), "--out", str(out),
         "--quick", "--max-text-length", "4", "--retrieval-clips", "6", "--quiet",
+        "--baseline-checkpoint", str(micro_checkpoint),
     )  # fmt: skip
     assert args.handler(args) == 0
     files = {p.name for p in out.iterdir()}
@@ -89,6 +90,8 @@ def test_eval_writes_the_report(micro_checkpoint: Path, bags: Path, tmp_path: Pa
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"]["episodes"] == ["episode_00000", "episode_00001"]
     assert metrics["retrieval"]["clips"] == 6
+    assert metrics["model"]["baseline"]["checkpoint"] == str(micro_checkpoint)
+    assert metrics["model"]["baseline"]["clip_frames"] == 4
     text = (out / "report.md").read_text()
     assert "## Selective decoding" in text
     assert "| method | setting | decodes/min | decoder CPU s/min | decoder wall s/min |" in text
@@ -103,6 +106,7 @@ def test_eval_writes_the_report(micro_checkpoint: Path, bags: Path, tmp_path: Pa
         (("--data", "{empty}"), "no rosbag2 folder"),
         (("--data", "{bags}", "--labels", "{missing}"), "cannot be read"),
         (("--data", "{bags}", "--checkpoint", "{missing}"), ""),
+        (("--data", "{bags}", "--baseline-checkpoint", "{missing}"), "missing"),
     ],
 )
 def test_eval_bad_input_exits_2(

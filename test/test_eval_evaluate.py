@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import micro_config_dict
 
 from vljepa_ros.data.captions import HELDOUT_PROMPTS
 from vljepa_ros.data.groundtruth import STATES
@@ -104,6 +105,60 @@ def test_baseline_embeds_one_frame_clips(runtime, episode, run) -> None:
     vector = runtime.embed_clip(episode.frames[k]).numpy()
     scores = vector @ runtime.encode_texts(list(labels.values())).numpy().T
     assert run.baseline[k] == list(labels)[int(np.argmax(scores))]
+
+
+@pytest.fixture(scope="module")
+def one_frame_runtime(tmp_path_factory: pytest.TempPathFactory, bert_folder: Path):
+    """A micro model of one-frame clips (random weights, another seed), saved and loaded as a
+    real checkpoint: a per-frame baseline's model of its own."""
+    import torch
+
+    from vljepa_ros.model import VLJepa, VLJepaConfig, VLJepaRuntime, save_checkpoint, tiny
+
+    data = micro_config_dict(bert_folder)
+    data["embed_dim"] = 384
+    data["y_encoder"] = tiny().to_dict()["y_encoder"]
+    data["default_query"] = "what is the arm doing?"
+    data["x_encoder"].update(num_frames=1, tubelet_size=1)
+    torch.manual_seed(5)
+    path = tmp_path_factory.mktemp("ckpt") / "one_frame"
+    save_checkpoint(VLJepa(VLJepaConfig.from_dict(data)), path)
+    return VLJepaRuntime.load(path)
+
+
+def test_baseline_of_its_own_model(runtime, one_frame_runtime, episode) -> None:
+    """With a baseline model, the per-frame label is that model's prompt nearest to its
+    embedding of the newest frame (as recorded, with its own query); nothing else changes.
+    Random micro models rank prompts alike on most frames, so two prompts the models order
+    differently on some frame are the labels: the two baselines must differ there."""
+    from vljepa_ros.stream.state_tracker import StateTrackerConfig
+
+    prompts = list(evaluate.load_labels().values())
+    frames = np.stack(episode.frames)[:, None]
+    own = one_frame_runtime.embed_clips(frames, "what is the arm doing?").numpy()
+    own = own @ one_frame_runtime.encode_texts(prompts).numpy().T
+    same = runtime.embed_clips(frames).numpy() @ runtime.encode_texts(prompts).numpy().T
+    pairs = [
+        (a, b)
+        for a in range(len(prompts))
+        for b in range(a)
+        if np.any((own[:, a] > own[:, b]) != (same[:, a] > same[:, b]))
+    ]
+    assert pairs, "the two random models rank every pair of prompts alike"
+    a, b = pairs[0]
+    config = evaluate.EvalConfig(
+        labels={"a": prompts[a], "b": prompts[b]}, tracker=StateTrackerConfig()
+    )
+    plain = evaluate.replay_episode(runtime, episode, config, name="ep0")
+    with_own = evaluate.replay_episode(
+        runtime, episode, config, name="ep0", baseline=one_frame_runtime
+    )
+    assert with_own.baseline == ["a" if x else "b" for x in own[:, a] > own[:, b]]
+    assert plain.baseline == ["a" if x else "b" for x in same[:, a] > same[:, b]]
+    assert with_own.baseline != plain.baseline
+    assert with_own.instant == plain.instant
+    assert with_own.stabilised == plain.stabilised
+    assert with_own.embeddings == pytest.approx(plain.embeddings)
 
 
 def test_lower_step_rate_halves_the_steps(runtime, episode) -> None:

@@ -134,6 +134,18 @@ def test_report_names_the_tracker_settings(evaluation: evaluate.Evaluation) -> N
     assert "transition model: 0 rates, 0 duration shapes; lag 0 steps" in report.markdown(bare, {})
 
 
+def test_report_names_the_baseline_model(evaluation: evaluate.Evaluation) -> None:
+    """The report says which model the per-frame baseline ran: the evaluated one, or one of
+    its own with its clip length and query."""
+    assert "no smoothing, with the evaluated model." in report.markdown(evaluation.report, {})
+    own = {"checkpoint": "runs/frame/model", "model_id": "f", "query": "q?", "clip_frames": 1}
+    data = {**evaluation.report, "model": {**evaluation.report["model"], "baseline": own}}
+    text = report.markdown(data, {})
+    assert "with a model of its own: `runs/frame/model` (1-frame clips), query 'q?'." in text
+    own["clip_frames"] = 8
+    assert "(8-frame clips, the frame repeated)" in report.markdown(data, {})
+
+
 def test_targets_rows_compare_values_with_bounds(evaluation: evaluate.Evaluation) -> None:
     """Every target row says whether its value meets its bound: accuracy 88% misses 90%,
     flicker 1.2 meets 1.5, R@1 42% misses 50%."""

@@ -122,7 +122,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     not enforced: a report is the product even when a figure is missed)."""
     import torch
 
-    from vljepa_ros.model import ModelError
+    from vljepa_ros.model import ModelError, VLJepaRuntime
     from vljepa_ros.stream.state_tracker import StateTrackerConfig
     from vljepa_ros.train import evaluate, report, selective
 
@@ -154,10 +154,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             seed=args.seed,
             selective=selective.QUICK if args.quick else selective.SelectiveConfig(),
         )
+        baseline = None
+        if args.baseline_checkpoint:
+            say(f"loading the per-frame baseline's model {args.baseline_checkpoint}")
+            baseline = VLJepaRuntime.load(args.baseline_checkpoint, device=args.device)
         say(f"loading {args.checkpoint or 'the default checkpoint'}")
         runtime = _load_runtime(args)
         say(f"{len(bags)} episode(s) from {args.data}")
-        result = evaluate.evaluate(runtime, bags, config, say, checkpoint=args.checkpoint or "")
+        result = evaluate.evaluate(
+            runtime,
+            bags,
+            config,
+            say,
+            checkpoint=args.checkpoint or "",
+            baseline=baseline,
+            baseline_checkpoint=args.baseline_checkpoint,
+        )
     except (evaluate.EvalError, ModelError, ValueError, FileNotFoundError) as exc:
         print(f"vljepa eval: {exc}", file=sys.stderr)
         return 2
@@ -316,6 +328,12 @@ def add_eval_parser(subparsers: Any) -> None:
         default=None,
         help="YAML `labels: {label: [prompt, ...]}` of held-out rewordings "
         "(default: the built-in held-out prompts of the seven robot states)",
+    )
+    parser.add_argument(
+        "--baseline-checkpoint",
+        default="",
+        help="model of the per-frame baseline, e.g. one trained on one-frame clips "
+        "(default: the evaluated model, the newest frame repeated to fill its clip)",
     )
     parser.add_argument(
         "--retrieval-query",

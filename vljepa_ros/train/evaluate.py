@@ -9,7 +9,8 @@ ground truth of a step is the state of its newest frame. From those steps:
 
 - robot-state metrics of the stabilised and the instant label (accuracy, macro-F1, confusion,
   segmental edit score, F1@{10,25,50}, flicker), and of a per-frame baseline: the same model on
-  one-frame clips (the newest frame, repeated to fill the clip), instant label, no smoothing;
+  one-frame clips (the newest frame, repeated to fill the clip), or a model of its own trained
+  on one-frame clips, instant label, no smoothing;
 - the same state readout with every label prompt replaced by a held-out rewording: a
   `StateTracker` stepped over the replay's embeddings with the reworded prompt matrix (exactly
   what the pipeline would compute: its embeddings do not depend on the labels);
@@ -320,8 +321,10 @@ def replay_episode(
     episode: EpisodeData,
     config: EvalConfig,
     name: str = "episode",
+    baseline: VLJepaRuntime | None = None,
 ) -> EpisodeRun:
     """Replay one episode through a fresh PerceptionPipeline; see the module docstring.
+    `baseline`: the model of the per-frame baseline (default: `runtime` itself).
 
     Raises:
         EvalError: the episode has no ground-truth state on any step.
@@ -333,19 +336,28 @@ def replay_episode(
     embeddings = np.stack([r.embedding for r in results]).astype(np.float32)
     captions = [episode.captions[i] for i in newest]
 
-    def embed(frame_lists: Sequence[Sequence[int]], text: str) -> np.ndarray:
-        """Embeddings of clips given as frame indices, in batches."""
+    def embed(
+        frame_lists: Sequence[Sequence[int]], text: str, model: VLJepaRuntime = runtime
+    ) -> np.ndarray:
+        """Embeddings of clips given as frame indices, in batches (frames shrunk as the
+        pipeline shrinks them; another model's preprocessing gets them as recorded)."""
+        frame = pipe.shrink if model is runtime else (lambda f: f)
         out = []
         for k in range(0, len(frame_lists), config.baseline_batch):
             chunk = frame_lists[k : k + config.baseline_batch]
-            batch = np.stack([np.stack([pipe.shrink(episode.frames[i]) for i in c]) for c in chunk])
-            out.append(runtime.embed_clips(batch, text).numpy())  # (B, T, H, W, 3) -> (B, D)
+            batch = np.stack([np.stack([frame(episode.frames[i]) for i in c]) for c in chunk])
+            out.append(model.embed_clips(batch, text).numpy())  # (B, T, H, W, 3) -> (B, D)
         return np.concatenate(out).astype(np.float32)
 
-    # Per-frame baseline: the newest frame alone, instant label, no smoothing.
+    # Per-frame baseline: the newest frame alone, instant label, no smoothing; by this model
+    # or by a model of its own (trained on one-frame clips), with its own prompt embeddings.
     labels = list(config.labels)
-    single = embed([[i] for i in newest], query)
-    baseline = [labels[j] for j in np.argmax(single @ pipe.label_matrix.T, axis=1)]
+    if baseline is None:
+        single, matrix = embed([[i] for i in newest], query), pipe.label_matrix
+    else:
+        single = embed([[i] for i in newest], config.state_query(baseline), baseline)
+        matrix = baseline.encode_texts(list(config.labels.values())).numpy()
+    per_frame = [labels[j] for j in np.argmax(single @ matrix.T, axis=1)]
 
     reworded = []
     for variant in config.reworded_variants():
@@ -372,7 +384,7 @@ def replay_episode(
         captions=captions,
         stabilised=stabilised,
         instant=[r.state.instant_label for r in results],
-        baseline=baseline,
+        baseline=per_frame,
         embeddings=embeddings,
         reworded=reworded,
         annotations=selective.caption_changes(episode.stamps_ns, episode.captions),
@@ -653,8 +665,11 @@ def evaluate(
     config: EvalConfig | None = None,
     progress: Callable[[str], None] | None = None,
     checkpoint: str = "",
+    baseline: VLJepaRuntime | None = None,
+    baseline_checkpoint: str = "",
 ) -> Evaluation:
-    """Replay `bags` and compute every metric; see the module docstring.
+    """Replay `bags` and compute every metric; see the module docstring. `baseline`: the
+    per-frame baseline's own model (default: `runtime` on one-frame clips).
 
     Raises:
         EvalError: no bags, or no step with ground truth.
@@ -672,7 +687,7 @@ def evaluate(
         path = Path(path)
         say(f"replaying {path.name}")
         episode = read_episode(path, size=config.frame_size)
-        runs.append(replay_episode(runtime, episode, config, name=path.name))
+        runs.append(replay_episode(runtime, episode, config, path.name, baseline))
     timing["replay_s"] = time.perf_counter() - start
 
     labels = list(config.labels)
@@ -687,6 +702,14 @@ def evaluate(
             "query": query,
             "retrieval_query": config.retrieval_query_for(runtime),
             "clip_frames": runtime.cfg.x_encoder.num_frames,
+            "baseline": None
+            if baseline is None
+            else {
+                "checkpoint": baseline_checkpoint,
+                "model_id": baseline.model_id,
+                "query": config.state_query(baseline),
+                "clip_frames": baseline.cfg.x_encoder.num_frames,
+            },
         },
         "data": {
             "episodes": [r.name for r in runs],

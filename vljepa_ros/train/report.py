@@ -285,6 +285,18 @@ def _tracker_line(tracker: Mapping[str, Any] | None) -> list[str]:
     ]
 
 
+def _baseline_model(baseline: Mapping[str, Any] | None) -> str:
+    """Which model the per-frame baseline ran, as the end of a sentence."""
+    if not baseline:
+        return "with the evaluated model."
+    frames = baseline["clip_frames"]
+    return (
+        f"with a model of its own: `{baseline['checkpoint'] or baseline['model_id']}` "
+        f"({frames}-frame clips{', the frame repeated' if frames > 1 else ''}), query "
+        f"{_query(baseline['query'])}."
+    )
+
+
 def markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> str:
     """The report as Markdown; `images` maps plot kinds to file names beside it."""
     model, data, state = report["model"], report["data"], report["state"]
@@ -329,7 +341,8 @@ def markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> str:
         "counts as wrong; macro-F1 averages the classes present in the ground truth; edit and "
         "F1@k are 0-100. Flicker = predicted label switches per minute / ground-truth switches "
         f"per minute (ground truth: {state['truth_switches_per_minute']:.1f} switches/min). The "
-        "per-frame baseline embeds the newest frame alone (a one-frame clip), no smoothing.",
+        "per-frame baseline embeds the newest frame alone (a one-frame clip), no smoothing, "
+        + _baseline_model(model.get("baseline")),
         "",
     ]
     metric_rows = [
