@@ -96,7 +96,9 @@ def test_eval_writes_the_report(micro_checkpoint: Path, bags: Path, tmp_path: Pa
     assert "## Selective decoding" in text
     assert "| method | setting | decodes/min | decoder CPU s/min | decoder wall s/min |" in text
     printed = capsys.readouterr().out
-    assert "stabilised accuracy" in printed
+    accuracy = metrics["state"]["stabilised"]["accuracy"]
+    assert f"stabilised accuracy: {100 * accuracy:.1f}% (target >= 90.0%)" in printed
+    assert "nan" not in printed
     assert f"report: {out / 'report.md'}" in printed
 
 

@@ -146,6 +146,18 @@ def test_report_names_the_baseline_model(evaluation: evaluate.Evaluation) -> Non
     assert "(8-frame clips, the frame repeated)" in report.markdown(data, {})
 
 
+def test_target_text_writes_values_in_their_units() -> None:
+    """A target's value and bound as the report and the command print them: a fraction in
+    percent, a reduction no setting reached as "not reached" (not "nan")."""
+    accuracy = evaluate._target(
+        "stabilised accuracy", 0.9004, ">=", "stabilised_accuracy", "fraction"
+    )
+    assert report.target_text(accuracy) == ("90.0%", ">= 90.0%")
+    reduction = evaluate._target("online", float("nan"), ">=", "online_reduction", "times")
+    assert report.target_text(reduction) == ("not reached", ">= 2.85x")
+    assert report.target_text({**reduction, "shown": "undefined"})[0] == "undefined"
+
+
 def test_targets_rows_compare_values_with_bounds(evaluation: evaluate.Evaluation) -> None:
     """Every target row says whether its value meets its bound: accuracy 88% misses 90%,
     flicker 1.2 meets 1.5, R@1 42% misses 50%."""

@@ -175,10 +175,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 2
     path = report.write_report(result, args.out, timelines=args.timelines)
     for row in result.report["targets"]:
-        value = row["value"]
-        shown = row.get("shown") or (f"{value:.3f}" if isinstance(value, float) else str(value))
-        mark = "ok  " if row["met"] else "MISS"
-        print(f"  {mark} {row['name']}: {shown} (target {row['op']} {row['target']:g})")
+        shown, bound = report.target_text(row)
+        print(f"  {'ok  ' if row['met'] else 'MISS'} {row['name']}: {shown} (target {bound})")
     print(f"report: {path} ({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -258,6 +258,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def target_text(row: Mapping[str, Any]) -> tuple[str, str]:
+    """A target row's value and bound as the report writes them (e.g. "90.0%", ">= 90.0%";
+    "not reached" for a reduction no swept setting reached)."""
+    shown = row.get("shown") or _in_unit(row["value"], row["unit"])
+    return shown, f"{row['op']} {_in_unit(row['target'], row['unit'])}"
+
+
 def _in_unit(value: float | None, unit: str) -> str:
     if value is None or math.isnan(value):
         return "not reached" if unit == "times" else "n/a"
@@ -323,8 +330,7 @@ def markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> str:
         [
             [
                 r["name"],
-                r.get("shown") or _in_unit(r["value"], r["unit"]),
-                f"{r['op']} {_in_unit(r['target'], r['unit'])}",
+                *target_text(r),
                 "yes" if r["met"] else "**no**",
             ]
             for r in report["targets"]
