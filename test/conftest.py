@@ -163,6 +163,16 @@ def micro_config_dict(bert_folder: Path) -> dict:
     }
 
 
+def micro_minilm_dict(bert_folder: Path) -> dict:
+    """The micro config in the real MiniLM space (384-d, the tiny preset's Y-encoder)."""
+    from vljepa_ros.model import tiny
+
+    data = micro_config_dict(bert_folder)
+    data["embed_dim"] = 384
+    data["y_encoder"] = tiny().to_dict()["y_encoder"]
+    return data
+
+
 @pytest.fixture
 def micro_config(bert_folder: Path):
     """The micro VLJepaConfig over the random BERT Y-encoder."""
@@ -194,11 +204,9 @@ def minilm_encoder(minilm_folder: Path):
 @pytest.fixture
 def micro_minilm_config(bert_folder: Path):
     """The micro config over the real MiniLM space (384-d), as in the tiny preset."""
-    from vljepa_ros.model import VLJepaConfig, tiny
+    from vljepa_ros.model import VLJepaConfig
 
-    data = micro_config_dict(bert_folder)
-    data["embed_dim"] = 384
-    data["y_encoder"] = tiny().to_dict()["y_encoder"]
+    data = micro_minilm_dict(bert_folder)
     return VLJepaConfig.from_dict(data)
 
 
@@ -208,11 +216,9 @@ def micro_checkpoint(tmp_path_factory: pytest.TempPathFactory, bert_folder: Path
     the node tests: their behaviour does not depend on trained weights."""
     import torch
 
-    from vljepa_ros.model import VLJepa, VLJepaConfig, save_checkpoint, tiny
+    from vljepa_ros.model import VLJepa, VLJepaConfig, save_checkpoint
 
-    data = micro_config_dict(bert_folder)
-    data["embed_dim"] = 384
-    data["y_encoder"] = tiny().to_dict()["y_encoder"]
+    data = micro_minilm_dict(bert_folder)
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "micro"
     save_checkpoint(VLJepa(VLJepaConfig.from_dict(data)), path)

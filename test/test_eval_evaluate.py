@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import micro_config_dict
+from conftest import micro_minilm_dict
 
 from vljepa_ros.data.captions import HELDOUT_PROMPTS
 from vljepa_ros.data.groundtruth import STATES
@@ -113,11 +113,9 @@ def one_frame_runtime(tmp_path_factory: pytest.TempPathFactory, bert_folder: Pat
     real checkpoint: a per-frame baseline's model of its own."""
     import torch
 
-    from vljepa_ros.model import VLJepa, VLJepaConfig, VLJepaRuntime, save_checkpoint, tiny
+    from vljepa_ros.model import VLJepa, VLJepaConfig, VLJepaRuntime, save_checkpoint
 
-    data = micro_config_dict(bert_folder)
-    data["embed_dim"] = 384
-    data["y_encoder"] = tiny().to_dict()["y_encoder"]
+    data = micro_minilm_dict(bert_folder)
     data["default_query"] = "what is the arm doing?"
     data["x_encoder"].update(num_frames=1, tubelet_size=1)
     torch.manual_seed(5)

@@ -29,13 +29,11 @@ def runtime(micro_minilm_config_module) -> VLJepaRuntime:
 @pytest.fixture(scope="module")
 def micro_minilm_config_module(bert_folder):
     """The micro config in MiniLM's 384-d space, once for the module."""
-    from conftest import micro_config_dict
+    from conftest import micro_minilm_dict
 
-    from vljepa_ros.model import VLJepaConfig, tiny
+    from vljepa_ros.model import VLJepaConfig
 
-    data = micro_config_dict(bert_folder)
-    data["embed_dim"] = 384
-    data["y_encoder"] = tiny().to_dict()["y_encoder"]
+    data = micro_minilm_dict(bert_folder)
     return VLJepaConfig.from_dict(data)
 
 
