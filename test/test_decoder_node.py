@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,6 +52,11 @@ class StreamPeer(RosPeer):
             60.0,
             "the decoder node to subscribe",
         )
+        # These publishers see the decoder's readers before the decoder's readers have matched
+        # them (discovery runs both ways); a step published in between is lost to a volatile
+        # reader, and these tests count steps. Under load (a fresh-clone CI beside a training
+        # run) that window reached five steps, so give the decoder's side time to match too.
+        time.sleep(1.0)
 
     def play(
         self,
@@ -63,8 +69,6 @@ class StreamPeer(RosPeer):
         """Publish one step per vector at 20 steps/s of stream time (sent `pause` s apart), each
         StateLabel with the label of the step LAG steps earlier, as the perception node's
         default tracker lag does (none on the first LAG steps)."""
-        import time
-
         from vljepa_ros.msg import SemanticEmbedding, StateLabel
         from vljepa_ros.nodes.common import ns_to_stamp
 
@@ -133,8 +137,6 @@ def test_shutdown_flushes_the_open_segment(decoder: tuple) -> None:
     """SIGTERM decodes and publishes the open segment (trigger shutdown) before exiting."""
     node, peer = decoder
     peer.play(_scene(2, 8), ["lifting"] * 8, 0, T0)
-    import time
-
     time.sleep(1.0)  # let the decoder receive the steps
     node.send_signal(signal.SIGTERM)
     node.wait(timeout=30)
@@ -161,8 +163,6 @@ def test_restarted_decoder_resumes_and_marks_the_reset(micro_checkpoint: Path) -
         try:
             # the stream goes on while the new decoder starts (its subscriptions cannot be told
             # from the killed one's, which DDS may still list): play until events come again
-            import time
-
             seq, deadline = 20, time.monotonic() + 60
             while len(peer.snapshot("events")) <= before and time.monotonic() < deadline:
                 labels = ["lifting"] * 10 + ["placing"] * 10
@@ -204,8 +204,6 @@ def test_label_wait_below_the_lag_is_applied_and_warned_about(decoder: tuple) ->
     node, peer = decoder
     assert _set_parameter(peer, "label_wait", 0.01).successful
     peer.play(_scene(0, 12), ["idle"] * 12, 0, T0, pause=0.05)
-    import time
-
     time.sleep(0.5)
     output = stop_node(node)
     assert "segmented with the previous label" in output, output[-3000:]
