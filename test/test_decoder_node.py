@@ -54,8 +54,9 @@ class StreamPeer(RosPeer):
         )
         # These publishers see the decoder's readers before the decoder's readers have matched
         # them (discovery runs both ways); a step published in between is lost to a volatile
-        # reader, and these tests count steps. Under load (a fresh-clone CI beside a training
-        # run) that window reached five steps, so give the decoder's side time to match too.
+        # reader, and these tests count steps. A fresh-clone CI beside a training run once got
+        # the reset event with 5 steps of 10, as if the first five were lost that way; so give
+        # the decoder's side time to match too.
         time.sleep(1.0)
 
     def play(
