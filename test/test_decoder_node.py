@@ -33,6 +33,8 @@ class StreamPeer(RosPeer):
     """Plays the perception node (embeddings and labels) and keeps the decoder's events."""
 
     def __init__(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
         from vljepa_ros.msg import SemanticEmbedding, StateLabel, TextEvent
         from vljepa_ros.nodes.common import qos_reliable
 
@@ -42,22 +44,31 @@ class StreamPeer(RosPeer):
         )
         self.states = self.node.create_publisher(StateLabel, "/vljepa/state", qos_reliable(50))
         self.keep("events", TextEvent, "/vljepa/events", qos_reliable(100, latched=True))
+        self.keep("diag", DiagnosticArray, "/diagnostics", 10)
+
+    def diagnostics(self, since: int = 0) -> list[tuple[bytes, str, dict[str, str]]]:
+        """(level, message, values) of the decoder's diagnostics statuses, from the
+        `since`-th /diagnostics message on."""
+        return [
+            (s.level, s.message, {kv.key: kv.value for kv in s.values})
+            for array in self.snapshot("diag")[since:]
+            for s in array.status
+            if s.name == "vljepa decoder"
+        ]
 
     def wait_for_decoder(self) -> None:
-        self.wait_for(
-            lambda: (
-                self.embeddings.get_subscription_count() > 0
-                and self.states.get_subscription_count() > 0
-            ),
-            60.0,
-            "the decoder node to subscribe",
-        )
-        # These publishers see the decoder's readers before the decoder's readers have matched
-        # them (discovery runs both ways); a step published in between is lost to a volatile
-        # reader, and these tests count steps. A fresh-clone CI beside a training run once got
-        # the reset event with 5 steps of 10, as if the first five were lost that way; so give
-        # the decoder's side time to match too.
-        time.sleep(1.0)
+        """Until the decoder's own diagnostics say its readers have matched these publishers.
+        (Seeing its readers from this side is not enough: discovery runs both ways, and a step
+        published before the decoder's side has matched is lost to its volatile reader.)"""
+        since = len(self.snapshot("diag"))
+
+        def matched() -> bool:
+            return any(
+                int(v["embedding_publishers"]) > 0 and int(v["state_publishers"]) > 0
+                for _, _, v in self.diagnostics(since)
+            )
+
+        self.wait_for(matched, 60.0, "the decoder's diagnostics to report both inputs matched")
 
     def play(
         self,
@@ -122,6 +133,52 @@ def test_one_event_per_change_with_the_segment_stamps(decoder: tuple) -> None:
     assert event.header.frame_id == "cam_frame"
     assert isinstance(event.text, str)
     assert event.embedding[0] > 0.95  # the mean of scene A points along its direction
+
+
+def test_diagnostics_count_the_stream(decoder: tuple) -> None:
+    """/diagnostics: both inputs matched, every message counted, the steps segmented once their
+    labels came (the last LAG steps after label_wait), and the one event under its trigger."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    _, peer = decoder
+    peer.play(np.vstack([_scene(0, 12), _scene(1, 12)]), ["idle"] * 12 + ["reaching"] * 12, 0, T0)
+    peer.wait_for(lambda: len(peer.snapshot("events")) >= 1, 20.0, "the first event")
+    (event,) = peer.snapshot("events")
+    since = len(peer.snapshot("diag"))
+
+    def counted() -> bool:
+        return any(v["steps_segmented"] == "24" for _, _, v in peer.diagnostics(since))
+
+    peer.wait_for(counted, 10.0, "diagnostics counting the 24 steps")
+    level, message, values = next(
+        d for d in peer.diagnostics(since) if d[2]["steps_segmented"] == "24"
+    )
+    assert (level, message) == (DiagnosticStatus.OK, "running")
+    assert values["embeddings_received"] == values["labels_received"] == "24"
+    assert values["events_published"] == values[f"events_{event.trigger}"] == "1"
+    assert values["events_stream_reset"] == values["segments_dropped"] == "0"
+    assert values["late_labels"] == values["decode_errors"] == values["decode_queue"] == "0"
+    assert float(values["decode_p50_ms"]) > 0.0
+    assert int(values["embedding_publishers"]) >= 1
+    assert int(values["state_publishers"]) >= 1
+
+
+def test_diagnostics_warn_when_nothing_publishes(micro_checkpoint: Path) -> None:
+    """A decoder whose input nobody publishes (a wrong remap looks like this) says so."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    peer = RosPeer("test_diag_reader")
+    peer.keep("diag", DiagnosticArray, "/diagnostics", 10)
+    node = start_node("decoder_node", f"checkpoint:={micro_checkpoint}")
+    try:
+        peer.wait_for(lambda: len(peer.snapshot("diag")) >= 1, 60.0, "the decoder's diagnostics")
+        (status,) = peer.snapshot("diag")[0].status
+        assert status.level == DiagnosticStatus.WARN
+        assert status.message.startswith("nothing publishes on /vljepa/embedding")
+        assert {kv.key: kv.value for kv in status.values}["embedding_publishers"] == "0"
+    finally:
+        peer.close()
+        stop_node(node)
 
 
 def test_perception_restart_flushes_as_stream_reset(decoder: tuple) -> None:

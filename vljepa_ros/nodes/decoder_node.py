@@ -7,7 +7,14 @@ published on vljepa/events (reliable, keep last 100, transient local). On shutdo
 segment is flushed and decoded before the node exits.
 
 A label that comes more than `label_wait` after its embedding is counted and warned about: its
-step was segmented with the previous label.
+step was segmented with the previous label. A segment whose decoding fails is still published,
+with empty text, and the error is logged and counted.
+
+It publishes `/diagnostics` at 1 Hz: publishers matched on its two inputs, steps received and
+segmented, events published (per trigger), late labels, segments dropped because decoding fell
+behind, decode errors, the decode queue and decode time p50/p99. WARN while nothing publishes
+embeddings (a wrong remap or namespace looks like this) or while labels came late or segments
+were dropped in the last 10 s; ERROR while decoding failed in the last 10 s.
 
 Event ids count from 0 in every run of the node. A decoder that starts on a stream already in
 progress (its first step has seq > 0, e.g. after the decoder was restarted) marks its first
@@ -19,9 +26,12 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
+import time
+from collections import deque
 from typing import Any
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.duration import Duration
 from rclpy.node import Node
 from std_msgs.msg import Header
@@ -38,7 +48,28 @@ from vljepa_ros.nodes.common import (
 from vljepa_ros.params import DECODER as PARAMS
 from vljepa_ros.params import segmenter_config
 from vljepa_ros.stream.joiner import JoinedStep, StepJoiner
-from vljepa_ros.stream.segmenter import OnlineSegmenter, Segment
+from vljepa_ros.stream.segmenter import TRIGGERS, OnlineSegmenter, Segment
+
+WARN_WINDOW = 10.0  # s: the diagnostics WARN (or ERROR) while a problem was this recent
+
+
+class _Stats:
+    """What the decoder has seen and done, read by the diagnostics timer."""
+
+    def __init__(self) -> None:
+        self.embeddings = 0
+        self.labels = 0
+        self.steps = 0
+        self.events = dict.fromkeys(TRIGGERS, 0)
+        self.dropped = 0
+        self.decode_errors = 0
+        self.decode_ms: deque[float] = deque(maxlen=200)
+        self.warnings: deque[float] = deque(maxlen=1000)  # wall times of dropped / late
+        self.errors: deque[float] = deque(maxlen=1000)  # wall times of failed decodes
+
+    @staticmethod
+    def recent(times: deque[float], now: float) -> int:
+        return sum(1 for t in times if now - t <= WARN_WINDOW)
 
 
 class DecoderNode(Node):
@@ -67,14 +98,19 @@ class DecoderNode(Node):
         self.frame_id = ""
         self._mark_reset: bool | None = None  # decided by the first step seen
         self._jobs: queue.Queue[Segment | None] = queue.Queue(maxsize=100)
+        self.stats = _Stats()
         self.events = self.create_publisher(
             TextEvent, "vljepa/events", qos_reliable(100, latched=True)
         )
-        self.create_subscription(
+        self._embedding_sub = self.create_subscription(
             SemanticEmbedding, "vljepa/embedding", self._on_embedding, qos_reliable(50)
         )
-        self.create_subscription(StateLabel, "vljepa/state", self._on_state, qos_reliable(50))
+        self._state_sub = self.create_subscription(
+            StateLabel, "vljepa/state", self._on_state, qos_reliable(50)
+        )
         self.create_timer(0.1, self._on_timer)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
         on_change(self, PARAMS, self._apply_changes)
         self._worker = threading.Thread(target=self._decode_loop, name="vljepa-decoder")
         self._worker.start()
@@ -86,12 +122,14 @@ class DecoderNode(Node):
     def _on_embedding(self, msg: SemanticEmbedding) -> None:
         embedding = np.asarray(msg.embedding, dtype=np.float32)
         with self.lock:
+            self.stats.embeddings += 1
             steps = self.joiner.add_embedding(
                 msg.seq, stamp_to_ns(msg.header.stamp), embedding, msg.header.frame_id, self._now()
             )
             self._segment(steps)
 
     def _on_state(self, msg: StateLabel) -> None:
+        self.stats.labels += 1
         about = stamp_to_ns(msg.label_stamp)
         if not about:  # the tracker's lag is still filling: the label is about no step yet
             return
@@ -99,6 +137,7 @@ class DecoderNode(Node):
             late = self.joiner.late_labels
             self._segment(self.joiner.add_label(about, msg.label, self._now()))
             if self.joiner.late_labels > late:
+                self.stats.warnings.append(time.monotonic())
                 self.get_logger().warning(
                     f"a StateLabel came after its step had waited label_wait "
                     f"({self.values['label_wait']} s) and was segmented with the previous label "
@@ -113,6 +152,7 @@ class DecoderNode(Node):
 
     def _segment(self, steps: list[JoinedStep]) -> None:
         for step in steps:
+            self.stats.steps += 1
             self.frame_id = step.frame_id
             if self._mark_reset is None:
                 self._mark_reset = step.seq > 0
@@ -126,6 +166,8 @@ class DecoderNode(Node):
         try:
             self._jobs.put_nowait(segment)
         except queue.Full:
+            self.stats.dropped += 1
+            self.stats.warnings.append(time.monotonic())
             self.get_logger().warning(
                 "decoder is behind: a segment was dropped", throttle_duration_sec=5.0
             )
@@ -137,9 +179,24 @@ class DecoderNode(Node):
             segment = self._jobs.get()
             if segment is None:
                 return
-            text = self.runtime.decode(
-                torch.from_numpy(segment.embedding), self.values["max_text_length"]
-            )
+            start = time.perf_counter()
+            try:
+                text = self.runtime.decode(
+                    torch.from_numpy(segment.embedding), self.values["max_text_length"]
+                )
+            except Exception as exc:  # one failed decode must not end the worker
+                with self.lock:
+                    self.stats.decode_errors += 1
+                    self.stats.errors.append(time.monotonic())
+                self.get_logger().error(
+                    f"decoding a segment failed ({type(exc).__name__}: {exc}); its event is "
+                    "published with empty text",
+                    throttle_duration_sec=5.0,
+                )
+                text = ""
+            else:
+                with self.lock:
+                    self.stats.decode_ms.append(1000.0 * (time.perf_counter() - start))
             self._publish(segment, text)
 
     def _publish(self, segment: Segment, text: str) -> None:
@@ -156,8 +213,60 @@ class DecoderNode(Node):
             embedding=segment.embedding.tolist(),
         )
         self.event_id += 1
+        self.stats.events[segment.trigger] += 1
         self.events.publish(event)
         self.get_logger().info(f"[{segment.trigger}] {segment.label}: {text}")
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        stats = self.stats
+        with self.lock:  # the worker thread appends to these
+            errors = stats.recent(stats.errors, now)
+            warnings = stats.recent(stats.warnings, now)
+            decode_ms = np.asarray(stats.decode_ms)
+        topic = self._embedding_sub.topic_name
+        publishers = self._embedding_sub.get_publisher_count()
+        status = DiagnosticStatus(name="vljepa decoder", hardware_id=self.runtime.model_id)
+        if errors:
+            status.level = DiagnosticStatus.ERROR
+            status.message = f"{errors} decode(s) failed in the last {WARN_WINDOW:g} s"
+        elif not publishers:
+            status.level = DiagnosticStatus.WARN
+            status.message = f"nothing publishes on {topic} (check the remapping or namespace)"
+        elif warnings:
+            status.level = DiagnosticStatus.WARN
+            status.message = (
+                f"running; {warnings} late label(s) or dropped segment(s) in the last "
+                f"{WARN_WINDOW:g} s (totals below)"
+            )
+        else:
+            status.level = DiagnosticStatus.OK
+            status.message = "running" if stats.steps else f"waiting for steps on {topic}"
+        p50, p99 = np.percentile(decode_ms, [50, 99]) if decode_ms.size else (0.0, 0.0)
+        values: dict[str, Any] = {
+            "embedding_publishers": publishers,
+            "state_publishers": self._state_sub.get_publisher_count(),
+            "embeddings_received": stats.embeddings,
+            "labels_received": stats.labels,
+            "steps_segmented": stats.steps,
+            "events_published": self.event_id,
+            **{f"events_{trigger}": n for trigger, n in stats.events.items()},
+            "late_labels": self.joiner.late_labels,
+            "segments_dropped": stats.dropped,
+            "decode_errors": stats.decode_errors,
+            "decode_queue": self._jobs.qsize(),
+            "decode_p50_ms": float(p50),
+            "decode_p99_ms": float(p99),
+            "device": str(self.runtime.device),
+            "model_id": self.runtime.model_id,
+        }
+        status.values = [
+            KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
+            for k, v in values.items()
+        ]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
 
     def _apply_changes(self, changes: dict[str, Any]) -> None:
         read_only = [name for name in changes if name in ("checkpoint", "device")]
