@@ -194,8 +194,9 @@ def run_e2e(
 
     def on_diagnostics(msg: Any) -> None:
         with lock:
-            for status in msg.status:
-                diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+            for status in msg.status:  # the perception node's cameras (not the decoder's)
+                if status.name.startswith("vljepa perception"):
+                    diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
 
     for i in range(cameras):
         name = f"cam{i}"
