@@ -275,3 +275,52 @@ def test_bad_segmenter_parameter_is_rejected(decoder: tuple) -> None:
         result = _set_parameter(peer, name, value)
         assert not result.successful
         assert name in result.reason
+
+
+def test_a_failed_decode_is_published_with_empty_text_and_counted(micro_checkpoint: Path) -> None:
+    """Fault injection, in this process: the model's decode raises once (nothing on this
+    machine makes the real one fail on demand). The worker thread survives, that segment's event
+    still goes out with empty text, the failure is counted, and the next segment decodes."""
+    import rclpy
+    import torch
+    from rclpy.executors import SingleThreadedExecutor
+
+    from vljepa_ros.msg import TextEvent
+    from vljepa_ros.nodes.common import qos_reliable
+    from vljepa_ros.nodes.decoder_node import DecoderNode
+    from vljepa_ros.stream.segmenter import Segment
+
+    rclpy.init(args=["decoder_node", "--ros-args", "-p", f"checkpoint:={micro_checkpoint}"])
+    node = DecoderNode()
+    try:
+        got: list[TextEvent] = []
+        node.create_subscription(
+            TextEvent, "vljepa/events", got.append, qos_reliable(100, latched=True)
+        )
+        decode, calls = node.runtime.decode, []
+
+        def fails_once(*args: object) -> str:
+            calls.append(args)
+            if len(calls) == 1:
+                raise RuntimeError("injected failure")
+            return decode(*args)
+
+        node.runtime.decode = fails_once
+        vector = _scene(0, 1)[0].astype(np.float32)
+        for k in range(2):
+            start = T0 + k * NS
+            node._submit(Segment(start, start + NS // 2, 5, vector, "idle", "semantic_shift", 0.0))
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        deadline = time.monotonic() + 30
+        while len(got) < 2 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        assert [e.event_id for e in got] == [0, 1]
+        assert got[0].text == ""
+        assert got[1].text == decode(torch.from_numpy(vector), node.values["max_text_length"])
+        assert node.stats.decode_errors == 1
+        assert node._worker.is_alive()
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.shutdown()
