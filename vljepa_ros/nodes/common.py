@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import KeyValue
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -152,6 +153,14 @@ def image_message(rgb: np.ndarray, stamp: Time, frame_id: str) -> Image:
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     return msg
+
+
+def key_values(values: dict[str, Any]) -> list[KeyValue]:
+    """Diagnostics values as KeyValues: floats with two decimals, the rest as str()."""
+    return [
+        KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
+        for k, v in values.items()
+    ]
 
 
 def stamp_to_ns(stamp: Time) -> int:

@@ -31,7 +31,7 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.duration import Duration
 from rclpy.node import Node
 from std_msgs.msg import Header
@@ -39,6 +39,7 @@ from std_msgs.msg import Header
 from vljepa_ros.msg import SemanticEmbedding, StateLabel, TextEvent
 from vljepa_ros.nodes.common import (
     declare,
+    key_values,
     ns_to_stamp,
     on_change,
     qos_reliable,
@@ -260,10 +261,7 @@ class DecoderNode(Node):
             "device": str(self.runtime.device),
             "model_id": self.runtime.model_id,
         }
-        status.values = [
-            KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
-            for k, v in values.items()
-        ]
+        status.values = key_values(values)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)

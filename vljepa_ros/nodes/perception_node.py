@@ -15,7 +15,7 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -29,6 +29,7 @@ from vljepa_ros.conversions import ImageConversionError, compressed_to_rgb, imag
 from vljepa_ros.msg import EmbeddingInfo, SemanticEmbedding, StateLabel
 from vljepa_ros.nodes.common import (
     declare,
+    key_values,
     ns_to_stamp,
     on_change,
     qos_input,
@@ -509,10 +510,7 @@ class PerceptionNode(LifecycleNode):
                 "cpu_threads": self._threads,
                 "model_id": self.model_id,
             }
-            status.values = [
-                KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
-                for k, v in values.items()
-            ]
+            status.values = key_values(values)
             array.status.append(status)
         self._diag_pub.publish(array)
 
