@@ -163,6 +163,14 @@ def key_values(values: dict[str, Any]) -> list[KeyValue]:
     ]
 
 
+def percentiles(values: Sequence[float]) -> tuple[float, float]:
+    """p50 and p99 of recent values (0 before the first)."""
+    if not values:
+        return 0.0, 0.0
+    p50, p99 = np.percentile(np.asarray(values), [50, 99])
+    return float(p50), float(p99)
+
+
 def stamp_to_ns(stamp: Time) -> int:
     """builtin_interfaces/Time -> integer nanoseconds."""
     return int(stamp.sec) * NS + int(stamp.nanosec)

@@ -42,6 +42,7 @@ from vljepa_ros.nodes.common import (
     key_values,
     ns_to_stamp,
     on_change,
+    percentiles,
     qos_reliable,
     run,
     stamp_to_ns,
@@ -224,7 +225,7 @@ class DecoderNode(Node):
         with self.lock:  # the worker thread appends to these
             errors = stats.recent(stats.errors, now)
             warnings = stats.recent(stats.warnings, now)
-            decode_ms = np.asarray(stats.decode_ms)
+            decode_ms = list(stats.decode_ms)
         topic = self._embedding_sub.topic_name
         publishers = self._embedding_sub.get_publisher_count()
         status = DiagnosticStatus(name="vljepa decoder", hardware_id=self.runtime.model_id)
@@ -243,7 +244,7 @@ class DecoderNode(Node):
         else:
             status.level = DiagnosticStatus.OK
             status.message = "running" if stats.steps else f"waiting for steps on {topic}"
-        p50, p99 = np.percentile(decode_ms, [50, 99]) if decode_ms.size else (0.0, 0.0)
+        p50, p99 = percentiles(decode_ms)
         values: dict[str, Any] = {
             "embedding_publishers": publishers,
             "state_publishers": self._state_sub.get_publisher_count(),
@@ -256,8 +257,8 @@ class DecoderNode(Node):
             "segments_dropped": stats.dropped,
             "decode_errors": stats.decode_errors,
             "decode_queue": self._jobs.qsize(),
-            "decode_p50_ms": float(p50),
-            "decode_p99_ms": float(p99),
+            "decode_p50_ms": p50,
+            "decode_p99_ms": p99,
             "device": str(self.runtime.device),
             "model_id": self.runtime.model_id,
         }

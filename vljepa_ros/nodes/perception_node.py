@@ -32,6 +32,7 @@ from vljepa_ros.nodes.common import (
     key_values,
     ns_to_stamp,
     on_change,
+    percentiles,
     qos_input,
     qos_reliable,
     run,
@@ -487,16 +488,16 @@ class PerceptionNode(LifecycleNode):
             else:
                 status.level = DiagnosticStatus.OK
                 status.message = "running" if active else "inactive"
-            lat = _percentiles(stats.latencies_ms)
+            lat = percentiles(stats.latencies_ms)
             values = {
                 "input_rate_hz": _rate(stats.frame_times, now_wall),
                 "step_rate_hz": _rate(stats.step_times, now_wall),
                 "latency_p50_ms": lat[0],
                 "latency_p99_ms": lat[1],
-                "arrival_delay_p50_ms": _percentiles(stats.arrival_ms)[0],
-                "convert_p50_ms": _percentiles(stats.convert_ms)[0],
-                "step_p50_ms": _percentiles(stats.step_ms)[0],
-                "model_p50_ms": _percentiles(stats.model_ms)[0],
+                "arrival_delay_p50_ms": percentiles(stats.arrival_ms)[0],
+                "convert_p50_ms": percentiles(stats.convert_ms)[0],
+                "step_p50_ms": percentiles(stats.step_ms)[0],
+                "model_p50_ms": percentiles(stats.model_ms)[0],
                 "frames_received": stats.frames,
                 "steps_published": stats.steps,
                 "bad_frames": stats.bad,
@@ -513,14 +514,6 @@ class PerceptionNode(LifecycleNode):
             status.values = key_values(values)
             array.status.append(status)
         self._diag_pub.publish(array)
-
-
-def _percentiles(values: deque[float]) -> tuple[float, float]:
-    """p50 and p99 of recent values (0 before the first)."""
-    if not values:
-        return 0.0, 0.0
-    p50, p99 = np.percentile(np.asarray(values), [50, 99])
-    return float(p50), float(p99)
 
 
 def _rate(times: deque[float], now: float, window: float = 5.0) -> float:
