@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from vljepa_ros.conversions import (
+    EmbeddingError,
     ImageConversionError,
     RawImage,
     compressed_to_rgb,
+    embedding_to_array,
     image_to_rgb,
     rgb_to_compressed,
     rgb_to_image,
@@ -219,3 +221,25 @@ def test_encoders_reject_arrays_that_are_not_uint8_rgb(bad: np.ndarray) -> None:
         rgb_to_image(bad)
     with pytest.raises(ImageConversionError):
         rgb_to_compressed(bad)
+
+
+def test_a_good_embedding_comes_back_as_float32() -> None:
+    vector = embedding_to_array([0.6, 0.0, -0.8], dim=3)
+    assert vector.dtype == np.float32
+    np.testing.assert_array_equal(vector, np.array([0.6, 0.0, -0.8], np.float32))
+    assert embedding_to_array((1.0, 2.0)).shape == (2,)  # any length without `dim`
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ([], "empty"),
+        ([1.0, 0.0], "length 2, expected 3"),
+        ([1.0, float("nan"), 0.0], "1 NaN or infinite"),
+        ([float("inf"), float("-inf"), 0.0], "2 NaN or infinite"),
+        ([0.0, 0.0, 0.0], "all-zero"),
+    ],
+)
+def test_embeddings_that_cannot_be_used_raise_the_reason(values: list, reason: str) -> None:
+    with pytest.raises(EmbeddingError, match=reason):
+        embedding_to_array(values, dim=3)

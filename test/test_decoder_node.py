@@ -163,6 +163,56 @@ def test_diagnostics_count_the_stream(decoder: tuple) -> None:
     assert int(values["state_publishers"]) >= 1
 
 
+def test_bad_embeddings_are_dropped_counted_and_the_stream_goes_on(decoder: tuple) -> None:
+    """Embeddings the decoder cannot use (NaN, infinite, all zeros, another length, empty) are
+    dropped and counted, the diagnostics WARN, and the good steps around them still make their
+    event; an embedding from another model than the decoder's makes the diagnostics say so."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from vljepa_ros.msg import SemanticEmbedding
+
+    node, peer = decoder
+    good = _scene(0, 1)[0]
+    bad = [np.full(DIM, np.nan), np.where(np.arange(DIM) == 3, np.inf, good), np.zeros(DIM),
+           good[: DIM // 2], np.zeros(0)]  # fmt: skip
+    for k, vector in enumerate(bad):
+        msg = SemanticEmbedding(seq=1000 + k, embedding=vector.astype(np.float32).tolist())
+        peer.embeddings.publish(msg)
+    peer.play(np.vstack([_scene(0, 12), _scene(1, 12)]), ["idle"] * 12 + ["reaching"] * 12, 0, T0)
+    peer.wait_for(lambda: len(peer.snapshot("events")) >= 1, 20.0, "the first event")
+    (event,) = peer.snapshot("events")
+    assert (event.label, event.steps) == ("idle", 12)
+    since = len(peer.snapshot("diag"))
+
+    def counted() -> bool:
+        return any(v["steps_segmented"] == "24" for _, _, v in peer.diagnostics(since))
+
+    peer.wait_for(counted, 10.0, "diagnostics counting the 24 good steps")
+    level, message, values = next(
+        d for d in peer.diagnostics(since) if d[2]["steps_segmented"] == "24"
+    )
+    assert level == DiagnosticStatus.WARN
+    assert "5 late label(s), rejected embedding(s)" in message
+    assert values["embeddings_received"] == "29"
+    assert values["embeddings_rejected"] == "5"
+    assert values["decode_errors"] == "0"
+
+    other = SemanticEmbedding(seq=24, model_id="another-model", embedding=good.tolist())
+    other.header.stamp.sec = T0 // NS + 5
+    peer.embeddings.publish(other)
+    since = len(peer.snapshot("diag"))
+    peer.wait_for(
+        lambda: any("another-model" in m for _, m, _ in peer.diagnostics(since)),
+        10.0,
+        "diagnostics naming the other model",
+    )
+    level, message, values = next(d for d in peer.diagnostics(since) if "another" in d[1])
+    assert level == DiagnosticStatus.WARN
+    assert values["stream_model_id"] == "another-model"
+    assert values["model_id"] in message
+    assert node.poll() is None
+
+
 def test_diagnostics_warn_when_nothing_publishes(micro_checkpoint: Path) -> None:
     """A decoder whose input nobody publishes (a wrong remap looks like this) says so."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus

@@ -128,6 +128,38 @@ def test_confidence_bar_grows_with_confidence() -> None:
     assert _blue(high[:30]).sum() > 3 * _blue(low[:30]).sum()
 
 
+def test_frames_of_any_shape_and_a_nan_confidence_render() -> None:
+    """A NaN confidence draws as an empty bar; a frame too flat for the inset map is drawn
+    without it; a very tall frame is squeezed to MAX_ASPECT times the width. (Each of these
+    used to raise, and the overlay node's timer with it.)"""
+    emb_map = EmbeddingMap(LABELS, _unit_rows(4, seed=4))
+    trail = EmbeddingTrail()
+    trail.add(_unit_rows(1, seed=5)[0])
+    frame = np.full((240, 320, 3), 100, dtype=np.uint8)
+    nan = render_overlay(frame, OverlayState("idle", float("nan")), emb_map, trail)
+    empty = render_overlay(frame, OverlayState("idle", 0.0), emb_map, trail)
+    np.testing.assert_array_equal(nan[8:26, 228:382], empty[8:26, 228:382])  # the bar
+    for shape in [(100, 1000, 3), (2, 5000, 3), (1, 1, 3)]:
+        flat = np.full(shape, 100, dtype=np.uint8)
+        image = render_overlay(flat, OverlayState("idle", 0.5, event_text="hi"), emb_map, trail)
+        assert image.shape == (max(1, round(shape[0] * 640 / shape[1])), 640, 3)
+    tall = render_overlay(np.full((5000, 2, 3), 100, np.uint8), OverlayState(), emb_map, trail)
+    assert tall.shape == (overlay.MAX_ASPECT * 640, 640, 3)
+
+
+def test_nan_embeddings_and_label_embeddings_are_refused() -> None:
+    """A NaN would stay in the trail's smoothed meaning (and the map's axes) for good."""
+    trail = EmbeddingTrail()
+    trail.add(_unit_rows(1)[0])
+    with pytest.raises(ValueError, match="NaN"):
+        trail.add(np.full(32, np.nan))
+    assert len(trail.instant) == 1
+    rows = _unit_rows(4)
+    rows[1, 3] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        EmbeddingMap(LABELS, rows)
+
+
 @pytest.mark.parametrize("count", [1, 2, 3, 7])
 def test_projection_axes_are_orthonormal(count: int) -> None:
     """Whatever the number of anchors, the map has two orthonormal axes."""

@@ -1,4 +1,4 @@
-"""Conversions between ROS image messages and numpy arrays, without cv_bridge.
+"""Conversions between ROS image and embedding messages and numpy arrays, without cv_bridge.
 
 The functions read and write the fields of `sensor_msgs/Image` (height, width, encoding,
 is_bigendian, step, data) and `sensor_msgs/CompressedImage` (format, data) by duck typing, so this
@@ -7,6 +7,10 @@ module imports no ROS package: the nodes pass their messages in, tests pass plai
 Every image comes out as a C-contiguous uint8 RGB array of shape (H, W, 3), the model's input.
 Anything that cannot be converted raises `ImageConversionError` with the reason; callers drop
 the frame and count it.
+
+`embedding_to_array` does the same for the `float32[] embedding` field of the VL-JEPA messages
+that the decoder and overlay nodes read: a vector of another length, or with NaN, infinite or
+all-zero values, raises `EmbeddingError`.
 """
 
 from __future__ import annotations
@@ -255,3 +259,27 @@ def rgb_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> 
     if not ok:
         raise ImageConversionError(f"{fmt} encoding of a {rgb.shape} image failed")
     return f"rgb8; {fmt} compressed bgr8", encoded.tobytes()
+
+
+class EmbeddingError(ValueError):
+    """An embedding that cannot be used; the message says why."""
+
+
+def embedding_to_array(values: Any, dim: int | None = None) -> np.ndarray:
+    """The `embedding` field of a SemanticEmbedding (or TextEvent) as a float32 (D,) array.
+
+    Raises:
+        EmbeddingError: empty, not of length `dim` (when given), NaN or infinite values, or
+            all zeros (no direction, so no cosine).
+    """
+    vector = np.asarray(values, dtype=np.float32).reshape(-1)
+    if vector.size == 0:
+        raise EmbeddingError("empty embedding")
+    if dim is not None and vector.size != dim:
+        raise EmbeddingError(f"embedding of length {vector.size}, expected {dim}")
+    if not np.isfinite(vector).all():
+        bad = int(np.count_nonzero(~np.isfinite(vector)))
+        raise EmbeddingError(f"embedding with {bad} NaN or infinite value(s)")
+    if not vector.any():
+        raise EmbeddingError("all-zero embedding")
+    return vector

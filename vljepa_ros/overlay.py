@@ -21,6 +21,9 @@ RED = (230, 40, 40)
 BLUE = (40, 110, 240)
 WHITE = (255, 255, 255)
 GREY = (150, 150, 150)
+MAX_ASPECT = 4  # the overlay is at most this many times as tall as wide (taller frames squeezed)
+MAP_TOP = 60  # the inset map's top row, below the label band
+MIN_MAP = 48  # no inset map when less room than this is left for it
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class EmbeddingMap:
                 f"need at least two labels with one embedding row each, got {len(labels)} labels "
                 f"and a {matrix.shape} matrix"
             )
+        if not np.isfinite(matrix).all():
+            raise ValueError("label embeddings with NaN or infinite values")
         self.labels = list(labels)
         self.projection = fit_projection(matrix)
         self.axes = self.projection.axes  # (2, D)
@@ -131,7 +136,14 @@ class EmbeddingTrail:
         self._mean: np.ndarray | None = None
 
     def add(self, embedding: np.ndarray) -> None:
+        """Add one step's embedding.
+
+        Raises:
+            ValueError: NaN or infinite values (they would stay in the smoothed meaning).
+        """
         vector = np.asarray(embedding, dtype=np.float64)
+        if not np.isfinite(vector).all():
+            raise ValueError("embedding with NaN or infinite values")
         if self._mean is None:
             self._mean = vector.copy()
         else:
@@ -188,9 +200,13 @@ def render_overlay(
     trail: EmbeddingTrail,
     width: int = 640,
 ) -> np.ndarray:
-    """The camera frame (H, W, 3) RGB scaled to `width`, with labels, event and inset map."""
+    """The camera frame (H, W, 3) RGB scaled to `width`, with labels, event and inset map.
+
+    A frame more than MAX_ASPECT times as tall as wide is squeezed to that height; a frame too
+    flat for the inset map is drawn without it. A NaN confidence draws as 0.
+    """
     h, w = frame.shape[:2]
-    height = max(1, round(h * width / w))
+    height = min(max(1, round(h * width / w)), MAX_ASPECT * width)
     image = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA).copy()
     # top band: stabilised label with a confidence bar, then the instant guess
     band = image[:56]
@@ -198,7 +214,8 @@ def render_overlay(
     _text(image, f"{state.label}", (10, 24), 0.7, WHITE)
     bar_x, bar_w = 230, 150
     cv2.rectangle(image, (bar_x, 10), (bar_x + bar_w, 24), GREY, 1)
-    filled = int(np.rint(bar_w * float(np.clip(state.confidence, 0, 1))))
+    confidence = float(np.clip(np.nan_to_num(state.confidence), 0, 1))
+    filled = int(np.rint(bar_w * confidence))
     cv2.rectangle(image, (bar_x, 10), (bar_x + filled, 24), BLUE, -1)
     _text(image, f"{state.confidence:.2f}", (bar_x + bar_w + 8, 23), 0.5, WHITE)
     if state.label_lag_s:  # the tracker's lag: the label is about an earlier step
@@ -212,9 +229,8 @@ def render_overlay(
         bottom = image[height - 30 :]
         bottom[:] = (bottom.astype(np.uint16) // 4).astype(np.uint8)
         _text(image, f'"{state.event_text[:70]}"{age}', (10, height - 10), 0.5, WHITE)
-    if emb_map is not None:
-        size = min(220, height // 2, width // 3)
+    size = min(220, height // 2, width // 3, height - MAP_TOP - 6)
+    if emb_map is not None and size >= MIN_MAP:
         inset = render_map(emb_map, trail, size)
-        top = 60
-        image[top : top + size, width - size - 6 : width - 6] = inset
+        image[MAP_TOP : MAP_TOP + size, width - size - 6 : width - 6] = inset
     return image

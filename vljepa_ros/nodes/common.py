@@ -8,6 +8,8 @@ from __future__ import annotations
 import gc
 import signal
 import sys
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -37,6 +39,7 @@ from vljepa_ros.conversions import rgb_to_image
 from vljepa_ros.params import Param
 
 NS = 1_000_000_000
+WARN_WINDOW = 10.0  # s: a node's diagnostics stay WARN (or ERROR) this long after a problem
 
 
 def descriptor(spec: Param) -> ParameterDescriptor:
@@ -161,6 +164,23 @@ def key_values(values: dict[str, Any]) -> list[KeyValue]:
         KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
         for k, v in values.items()
     ]
+
+
+class RecentProblems:
+    """Wall times of a node's recent problems (a dropped frame, a failed decode), so that its
+    diagnostics level can say "in the last WARN_WINDOW seconds" and clear by itself."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._times: deque[float] = deque(maxlen=size)
+
+    def mark(self) -> None:
+        """One problem, now."""
+        self._times.append(time.monotonic())
+
+    def count(self, now: float | None = None) -> int:
+        """Problems within the last WARN_WINDOW seconds (thread-safe against mark())."""
+        now = time.monotonic() if now is None else now
+        return sum(1 for t in list(self._times) if now - t <= WARN_WINDOW)
 
 
 def percentiles(values: Sequence[float]) -> tuple[float, float]:

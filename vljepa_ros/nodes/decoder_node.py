@@ -7,14 +7,19 @@ published on vljepa/events (reliable, keep last 100, transient local). On shutdo
 segment is flushed and decoded before the node exits.
 
 A label that comes more than `label_wait` after its embedding is counted and warned about: its
-step was segmented with the previous label. A segment whose decoding fails is still published,
-with empty text, and the error is logged and counted.
+step was segmented with the previous label. An embedding that cannot be decoded (not of the
+model's length, NaN or infinite values, all zeros) is dropped, counted and warned about, and the
+stream goes on without that step. A segment whose decoding fails is still published, with empty
+text, and the error is logged and counted.
 
 It publishes `/diagnostics` at 1 Hz: publishers matched on its two inputs, steps received and
-segmented, events published (per trigger), late labels, segments dropped because decoding fell
-behind, decode errors, the decode queue and decode time p50/p99. WARN while nothing publishes
-embeddings (a wrong remap or namespace looks like this) or while labels came late or segments
-were dropped in the last 10 s; ERROR while decoding failed in the last 10 s.
+segmented, events published (per trigger), late labels, embeddings rejected, segments dropped
+because decoding fell behind, decode errors, the decode queue and decode time p50/p99, and the
+model the embeddings come from. WARN while nothing publishes embeddings (a wrong remap or
+namespace looks like this), while they come from another model than the decoder's (its text is
+then meaningful only if the two share the embedding space), or while labels came late,
+embeddings were rejected or segments were dropped in the last 10 s; ERROR while decoding failed
+in the last 10 s.
 
 Event ids count from 0 in every run of the node. A decoder that starts on a stream already in
 progress (its first step has seq > 0, e.g. after the decoder was restarted) marks its first
@@ -30,14 +35,16 @@ import time
 from collections import deque
 from typing import Any
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.duration import Duration
 from rclpy.node import Node
 from std_msgs.msg import Header
 
+from vljepa_ros.conversions import EmbeddingError, embedding_to_array
 from vljepa_ros.msg import SemanticEmbedding, StateLabel, TextEvent
 from vljepa_ros.nodes.common import (
+    WARN_WINDOW,
+    RecentProblems,
     declare,
     key_values,
     ns_to_stamp,
@@ -52,8 +59,6 @@ from vljepa_ros.params import segmenter_config
 from vljepa_ros.stream.joiner import JoinedStep, StepJoiner
 from vljepa_ros.stream.segmenter import TRIGGERS, OnlineSegmenter, Segment
 
-WARN_WINDOW = 10.0  # s: the diagnostics WARN (or ERROR) while a problem was this recent
-
 
 class _Stats:
     """What the decoder has seen and done, read by the diagnostics timer."""
@@ -63,15 +68,13 @@ class _Stats:
         self.labels = 0
         self.steps = 0
         self.events = dict.fromkeys(TRIGGERS, 0)
+        self.rejected = 0
         self.dropped = 0
         self.decode_errors = 0
         self.decode_ms: deque[float] = deque(maxlen=200)
-        self.warnings: deque[float] = deque(maxlen=1000)  # wall times of dropped / late
-        self.errors: deque[float] = deque(maxlen=1000)  # wall times of failed decodes
-
-    @staticmethod
-    def recent(times: deque[float], now: float) -> int:
-        return sum(1 for t in times if now - t <= WARN_WINDOW)
+        self.warnings = RecentProblems()  # late labels, rejected embeddings, dropped segments
+        self.errors = RecentProblems()  # failed decodes
+        self.stream_model = ""  # model_id of the last embedding received
 
 
 class DecoderNode(Node):
@@ -122,9 +125,20 @@ class DecoderNode(Node):
         return self.get_clock().now().nanoseconds
 
     def _on_embedding(self, msg: SemanticEmbedding) -> None:
-        embedding = np.asarray(msg.embedding, dtype=np.float32)
+        self.stats.embeddings += 1
+        self.stats.stream_model = msg.model_id
+        try:
+            embedding = embedding_to_array(msg.embedding, self.runtime.embed_dim)
+        except EmbeddingError as exc:
+            self.stats.rejected += 1
+            self.stats.warnings.mark()
+            self.get_logger().warning(
+                f"dropped the embedding of step {msg.seq} from {msg.model_id or 'a publisher'}: "
+                f"{exc} ({self.stats.rejected} so far)",
+                throttle_duration_sec=5.0,
+            )
+            return
         with self.lock:
-            self.stats.embeddings += 1
             steps = self.joiner.add_embedding(
                 msg.seq, stamp_to_ns(msg.header.stamp), embedding, msg.header.frame_id, self._now()
             )
@@ -139,7 +153,7 @@ class DecoderNode(Node):
             late = self.joiner.late_labels
             self._segment(self.joiner.add_label(about, msg.label, self._now()))
             if self.joiner.late_labels > late:
-                self.stats.warnings.append(time.monotonic())
+                self.stats.warnings.mark()
                 self.get_logger().warning(
                     f"a StateLabel came after its step had waited label_wait "
                     f"({self.values['label_wait']} s) and was segmented with the previous label "
@@ -169,7 +183,7 @@ class DecoderNode(Node):
             self._jobs.put_nowait(segment)
         except queue.Full:
             self.stats.dropped += 1
-            self.stats.warnings.append(time.monotonic())
+            self.stats.warnings.mark()
             self.get_logger().warning(
                 "decoder is behind: a segment was dropped", throttle_duration_sec=5.0
             )
@@ -189,7 +203,7 @@ class DecoderNode(Node):
             except Exception as exc:  # one failed decode must not end the worker
                 with self.lock:
                     self.stats.decode_errors += 1
-                    self.stats.errors.append(time.monotonic())
+                    self.stats.errors.mark()
                 self.get_logger().error(
                     f"decoding a segment failed ({type(exc).__name__}: {exc}); its event is "
                     "published with empty text",
@@ -220,26 +234,31 @@ class DecoderNode(Node):
         self.get_logger().info(f"[{segment.trigger}] {segment.label}: {text}")
 
     def _publish_diagnostics(self) -> None:
-        now = time.monotonic()
         stats = self.stats
-        with self.lock:  # the worker thread appends to these
-            errors = stats.recent(stats.errors, now)
-            warnings = stats.recent(stats.warnings, now)
+        errors, warnings = stats.errors.count(), stats.warnings.count()
+        with self.lock:  # the worker thread appends to it
             decode_ms = list(stats.decode_ms)
         topic = self._embedding_sub.topic_name
         publishers = self._embedding_sub.get_publisher_count()
-        status = DiagnosticStatus(name="vljepa decoder", hardware_id=self.runtime.model_id)
+        model = self.runtime.model_id
+        status = DiagnosticStatus(name="vljepa decoder", hardware_id=model)
         if errors:
             status.level = DiagnosticStatus.ERROR
             status.message = f"{errors} decode(s) failed in the last {WARN_WINDOW:g} s"
         elif not publishers:
             status.level = DiagnosticStatus.WARN
             status.message = f"nothing publishes on {topic} (check the remapping or namespace)"
+        elif stats.stream_model and stats.stream_model != model:
+            status.level = DiagnosticStatus.WARN
+            status.message = (
+                f"embeddings come from model {stats.stream_model}, the decoder decodes with "
+                f"{model}: give both nodes the same checkpoint"
+            )
         elif warnings:
             status.level = DiagnosticStatus.WARN
             status.message = (
-                f"running; {warnings} late label(s) or dropped segment(s) in the last "
-                f"{WARN_WINDOW:g} s (totals below)"
+                f"running; {warnings} late label(s), rejected embedding(s) or dropped "
+                f"segment(s) in the last {WARN_WINDOW:g} s (totals below)"
             )
         else:
             status.level = DiagnosticStatus.OK
@@ -254,13 +273,15 @@ class DecoderNode(Node):
             "events_published": self.event_id,
             **{f"events_{trigger}": n for trigger, n in stats.events.items()},
             "late_labels": self.joiner.late_labels,
+            "embeddings_rejected": stats.rejected,
             "segments_dropped": stats.dropped,
             "decode_errors": stats.decode_errors,
             "decode_queue": self._jobs.qsize(),
             "decode_p50_ms": p50,
             "decode_p99_ms": p99,
             "device": str(self.runtime.device),
-            "model_id": self.runtime.model_id,
+            "model_id": model,
+            "stream_model_id": stats.stream_model,
         }
         status.values = key_values(values)
         array = DiagnosticArray(status=[status])

@@ -28,6 +28,8 @@ except ImportError:  # Humble
 from vljepa_ros.conversions import ImageConversionError, compressed_to_rgb, image_to_rgb
 from vljepa_ros.msg import EmbeddingInfo, SemanticEmbedding, StateLabel
 from vljepa_ros.nodes.common import (
+    WARN_WINDOW,
+    RecentProblems,
     declare,
     key_values,
     ns_to_stamp,
@@ -45,7 +47,6 @@ from vljepa_ros.stream.pipeline import PerceptionPipeline, StepResult
 # rclpy reports publishers of another message type from Iron on
 _TYPE_EVENTS = "incompatible_type" in SubscriptionEventCallbacks.__init__.__code__.co_varnames
 SPECS = {p.name: p for p in PARAMS}
-WARN_WINDOW = 10.0  # s: the diagnostics WARN while frames were dropped this recently
 
 
 class _Stats:
@@ -67,21 +68,17 @@ class _Stats:
         self.frame_times: deque[float] = deque(maxlen=300)
         self.step_times: deque[float] = deque(maxlen=300)
         self.last_frame_wall: float | None = None
-        self.problems: deque[float] = deque(maxlen=10_000)  # wall times of dropped frames
+        self.problems = RecentProblems()  # dropped frames and stream restarts
 
     def bad_frame(self) -> None:
         """A frame that could not be converted."""
         self.bad += 1
-        self.problems.append(time.monotonic())
+        self.problems.mark()
 
     def dropped_frame(self, kind: str) -> None:
         """A frame the clip buffer refused (stale, future, duplicate) or a stream restart."""
         self.dropped[kind] = self.dropped.get(kind, 0) + 1
-        self.problems.append(time.monotonic())
-
-    def recent_problems(self, now: float) -> int:
-        """Dropped frames and restarts within the last WARN_WINDOW seconds."""
-        return sum(1 for t in self.problems if now - t <= WARN_WINDOW)
+        self.problems.mark()
 
 
 class PerceptionNode(LifecycleNode):
@@ -479,7 +476,7 @@ class PerceptionNode(LifecycleNode):
                 if camera not in self._silent:
                     self._silent.add(camera)
                     self._announce_silence(camera, status.message)
-            elif recent := stats.recent_problems(now_wall):
+            elif recent := stats.problems.count(now_wall):
                 status.level = DiagnosticStatus.WARN
                 status.message = (
                     f"running; {recent} frame(s) dropped or stream restart(s) in the last "
