@@ -112,3 +112,23 @@ def test_the_objectives_state_head_round_trips_and_a_missing_one_is_an_error(
     (directory / OBJECTIVE_NAME).unlink()
     with pytest.raises(CheckpointError, match=OBJECTIVE_NAME):
         load_objective(directory, fresh)
+
+
+def test_the_decoder_stage_keeps_the_heads_of_stage_2(micro_model, tmp_path: Path) -> None:
+    """A checkpoint of a stage whose objective has no weights of its own (the decoder stage)
+    carries the previous checkpoint's objective file over, so stage 2's heads can be read after
+    the run; a new stage-2 checkpoint replaces them."""
+    torch.manual_seed(0)
+    trained = ContrastiveStep(micro_model, state_classes=7)
+    directory = tmp_path / "last"
+    tensors = objective_tensors(trained)
+    save_state(directory, micro_model, None, Progress(4, "stage2", 1.0), TrainConfig(), tensors)
+    save_state(directory, micro_model, None, Progress(6, "decoder", 2.0), TrainConfig(), {})
+    save_state(directory, micro_model, None, Progress(8, "decoder", 3.0), TrainConfig())
+    fresh = ContrastiveStep(micro_model, state_classes=7)
+    load_objective(directory, fresh)
+    assert torch.equal(fresh.state_head.weight, trained.state_head.weight)
+    other = {k: v + 1 for k, v in tensors.items()}
+    save_state(directory, micro_model, None, Progress(9, "stage2", 4.0), TrainConfig(), other)
+    load_objective(directory, fresh)
+    assert torch.equal(fresh.state_head.weight, other["state_head.weight"])

@@ -88,7 +88,9 @@ def save_state(
     objective: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a resume checkpoint to `directory`, replacing any previous one atomically;
-    `objective`: the objective's own tensors (`objective_tensors`), if any."""
+    `objective`: the objective's own tensors (`objective_tensors`), if any. A stage whose
+    objective has none (the decoder stage) keeps the previous checkpoint's, so the heads of
+    stage 2 can still be read after the run."""
     tmp = directory.with_name(directory.name + ".tmp")
     old = directory.with_name(directory.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -100,6 +102,8 @@ def save_state(
         write_file(tensors, tmp / OPTIMIZER_NAME)
     if objective:
         write_file(objective, tmp / OBJECTIVE_NAME)
+    elif (directory / OBJECTIVE_NAME).is_file():
+        shutil.copy2(directory / OBJECTIVE_NAME, tmp / OBJECTIVE_NAME)
     state = {
         "version": STATE_VERSION,
         "step": progress.step,
