@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,6 +56,14 @@ class StreamPeer(RosPeer):
             for s in array.status
             if s.name == "vljepa decoder"
         ]
+
+    def status(
+        self, since: int, test: Any, why: str, timeout: float = 10.0
+    ) -> tuple[bytes, str, dict[str, str]]:
+        """The first of the decoder's statuses from the `since`-th /diagnostics message on for
+        which `test((level, message, values))` holds, waited for up to `timeout` s."""
+        self.wait_for(lambda: any(map(test, self.diagnostics(since))), timeout, why)
+        return next(d for d in self.diagnostics(since) if test(d))
 
     def wait_for_decoder(self) -> None:
         """Until the decoder's own diagnostics say its readers have matched these publishers.
@@ -144,14 +153,10 @@ def test_diagnostics_count_the_stream(decoder: tuple) -> None:
     peer.play(np.vstack([_scene(0, 12), _scene(1, 12)]), ["idle"] * 12 + ["reaching"] * 12, 0, T0)
     peer.wait_for(lambda: len(peer.snapshot("events")) >= 1, 20.0, "the first event")
     (event,) = peer.snapshot("events")
-    since = len(peer.snapshot("diag"))
-
-    def counted() -> bool:
-        return any(v["steps_segmented"] == "24" for _, _, v in peer.diagnostics(since))
-
-    peer.wait_for(counted, 10.0, "diagnostics counting the 24 steps")
-    level, message, values = next(
-        d for d in peer.diagnostics(since) if d[2]["steps_segmented"] == "24"
+    level, message, values = peer.status(
+        len(peer.snapshot("diag")),
+        lambda d: d[2]["steps_segmented"] == "24",
+        "diagnostics counting the 24 steps",
     )
     assert (level, message) == (DiagnosticStatus.OK, "running")
     assert values["embeddings_received"] == values["labels_received"] == "24"
@@ -182,14 +187,10 @@ def test_bad_embeddings_are_dropped_counted_and_the_stream_goes_on(decoder: tupl
     peer.wait_for(lambda: len(peer.snapshot("events")) >= 1, 20.0, "the first event")
     (event,) = peer.snapshot("events")
     assert (event.label, event.steps) == ("idle", 12)
-    since = len(peer.snapshot("diag"))
-
-    def counted() -> bool:
-        return any(v["steps_segmented"] == "24" for _, _, v in peer.diagnostics(since))
-
-    peer.wait_for(counted, 10.0, "diagnostics counting the 24 good steps")
-    level, message, values = next(
-        d for d in peer.diagnostics(since) if d[2]["steps_segmented"] == "24"
+    level, message, values = peer.status(
+        len(peer.snapshot("diag")),
+        lambda d: d[2]["steps_segmented"] == "24",
+        "diagnostics counting the 24 good steps",
     )
     assert level == DiagnosticStatus.WARN
     assert "5 late label(s), rejected embedding(s)" in message
@@ -200,13 +201,11 @@ def test_bad_embeddings_are_dropped_counted_and_the_stream_goes_on(decoder: tupl
     other = SemanticEmbedding(seq=24, model_id="another-model", embedding=good.tolist())
     other.header.stamp.sec = T0 // NS + 5
     peer.embeddings.publish(other)
-    since = len(peer.snapshot("diag"))
-    peer.wait_for(
-        lambda: any("another-model" in m for _, m, _ in peer.diagnostics(since)),
-        10.0,
+    level, message, values = peer.status(
+        len(peer.snapshot("diag")),
+        lambda d: "another-model" in d[1],
         "diagnostics naming the other model",
     )
-    level, message, values = next(d for d in peer.diagnostics(since) if "another" in d[1])
     assert level == DiagnosticStatus.WARN
     assert values["stream_model_id"] == "another-model"
     assert values["model_id"] in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from ros_support import RosPeer, start_node, stop_node
@@ -11,48 +12,71 @@ DIM = 16
 LABELS = ["idle", "reaching", "grasping"]
 
 
+class OverlayPeer(RosPeer):
+    """Plays the camera and the perception and decoder nodes for an overlay node."""
+
+    def connect(self) -> None:
+        """The publishers of every topic the overlay node reads, and the embedding info."""
+        from sensor_msgs.msg import Image
+
+        from vljepa_ros.msg import EmbeddingInfo, SemanticEmbedding, StateLabel, TextEvent
+        from vljepa_ros.nodes.common import qos_reliable
+
+        node = self.node
+        self.camera = node.create_publisher(Image, "/image", qos_reliable(5))
+        self.info = node.create_publisher(
+            EmbeddingInfo, "/vljepa/embedding_info", qos_reliable(1, latched=True)
+        )
+        self.states = node.create_publisher(StateLabel, "/vljepa/state", qos_reliable(10))
+        self.embeddings = node.create_publisher(
+            SemanticEmbedding, "/vljepa/embedding", qos_reliable(10)
+        )
+        self.events = node.create_publisher(
+            TextEvent, "/vljepa/events", qos_reliable(10, latched=True)
+        )
+        self.prompts = np.eye(len(LABELS), DIM, dtype=np.float32)
+        self.info.publish(
+            EmbeddingInfo(
+                labels=LABELS, dim=DIM, label_embeddings=self.prompts.reshape(-1).tolist()
+            )
+        )
+
+    def frame(self, height: int = 240, width: int = 320) -> Any:
+        """A grey (value 90) rgb8 Image in the camera's frame, stamped now."""
+        from sensor_msgs.msg import Image
+
+        from vljepa_ros.conversions import rgb_to_image
+
+        raw = rgb_to_image(np.full((height, width, 3), 90, dtype=np.uint8))
+        msg = Image(height=raw.height, width=raw.width, encoding=raw.encoding,
+                    step=raw.step, data=raw.data)  # fmt: skip
+        msg.header.frame_id = "camera_optical_frame"
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        return msg
+
+
 def test_overlay_and_markers_follow_the_topics() -> None:
     """Frames come back annotated where the label and map are drawn; the marker names the label."""
     from sensor_msgs.msg import Image
     from visualization_msgs.msg import MarkerArray
 
-    from vljepa_ros.conversions import image_to_rgb, rgb_to_image
-    from vljepa_ros.msg import EmbeddingInfo, SemanticEmbedding, StateLabel, TextEvent
+    from vljepa_ros.conversions import image_to_rgb
+    from vljepa_ros.msg import SemanticEmbedding, StateLabel, TextEvent
     from vljepa_ros.nodes.common import qos_reliable
 
     node = start_node("overlay_node", "input_reliability:=reliable", "rate_hz:=20.0")
-    peer = RosPeer("test_overlay_peer")
+    peer = OverlayPeer("test_overlay_peer")
     try:
-        camera = peer.node.create_publisher(Image, "/image", qos_reliable(5))
-        info = peer.node.create_publisher(
-            EmbeddingInfo, "/vljepa/embedding_info", qos_reliable(1, latched=True)
-        )
-        states = peer.node.create_publisher(StateLabel, "/vljepa/state", qos_reliable(10))
-        embeddings = peer.node.create_publisher(
-            SemanticEmbedding, "/vljepa/embedding", qos_reliable(10)
-        )
-        events = peer.node.create_publisher(
-            TextEvent, "/vljepa/events", qos_reliable(10, latched=True)
-        )
+        peer.connect()
         peer.keep("overlay", Image, "/vljepa/overlay", qos_reliable(5))
         peer.keep("markers", MarkerArray, "/vljepa/markers", qos_reliable(5))
-        prompts = np.eye(len(LABELS), DIM, dtype=np.float32)
-        info.publish(
-            EmbeddingInfo(labels=LABELS, dim=DIM, label_embeddings=prompts.reshape(-1).tolist())
-        )
-        events.publish(TextEvent(text="the arm grabs the red cube"))
-        peer.wait_for(lambda: camera.get_subscription_count() > 0, 60.0, "the overlay node")
-        frame = np.full((240, 320, 3), 90, dtype=np.uint8)
-        raw = rgb_to_image(frame)
+        peer.events.publish(TextEvent(text="the arm grabs the red cube"))
+        peer.wait_for(lambda: peer.camera.get_subscription_count() > 0, 60.0, "the overlay node")
         deadline = time.monotonic() + 30
         while not peer.snapshot("overlay") and time.monotonic() < deadline:
-            msg = Image(height=raw.height, width=raw.width, encoding=raw.encoding,
-                        step=raw.step, data=raw.data)  # fmt: skip
-            msg.header.frame_id = "camera_optical_frame"
-            msg.header.stamp = peer.node.get_clock().now().to_msg()
-            camera.publish(msg)
-            states.publish(StateLabel(label="grasping", confidence=0.9, instant_label="idle"))
-            embeddings.publish(SemanticEmbedding(embedding=prompts[2].tolist()))
+            peer.camera.publish(peer.frame())
+            peer.states.publish(StateLabel(label="grasping", confidence=0.9, instant_label="idle"))
+            peer.embeddings.publish(SemanticEmbedding(embedding=peer.prompts[2].tolist()))
             time.sleep(0.1)
         overlays = peer.snapshot("overlay")
         assert overlays, "no overlay image arrived"
@@ -96,12 +120,12 @@ def test_bad_input_is_dropped_counted_and_the_overlay_goes_on() -> None:
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from sensor_msgs.msg import Image
 
-    from vljepa_ros.conversions import image_to_rgb, rgb_to_image
-    from vljepa_ros.msg import EmbeddingInfo, SemanticEmbedding, StateLabel
+    from vljepa_ros.conversions import image_to_rgb
+    from vljepa_ros.msg import SemanticEmbedding, StateLabel
     from vljepa_ros.nodes.common import qos_reliable
 
     node = start_node("overlay_node", "input_reliability:=reliable", "rate_hz:=20.0")
-    peer = RosPeer("test_overlay_bad_peer")
+    peer = OverlayPeer("test_overlay_bad_peer")
     try:
         peer.keep("diag", DiagnosticArray, "/diagnostics", 10)
         peer.wait_for(lambda: _overlay_diagnostics(peer), 60.0, "the overlay's diagnostics")
@@ -110,19 +134,8 @@ def test_bad_input_is_dropped_counted_and_the_overlay_goes_on() -> None:
                                     "(check the remapping or namespace)")  # fmt: skip
         assert values["camera_publishers"] == "0"
 
-        camera = peer.node.create_publisher(Image, "/image", qos_reliable(5))
-        info = peer.node.create_publisher(
-            EmbeddingInfo, "/vljepa/embedding_info", qos_reliable(1, latched=True)
-        )
-        states = peer.node.create_publisher(StateLabel, "/vljepa/state", qos_reliable(10))
-        embeddings = peer.node.create_publisher(
-            SemanticEmbedding, "/vljepa/embedding", qos_reliable(10)
-        )
+        peer.connect()
         peer.keep("overlay", Image, "/vljepa/overlay", qos_reliable(5))
-        prompts = np.eye(len(LABELS), DIM, dtype=np.float32)
-        info.publish(
-            EmbeddingInfo(labels=LABELS, dim=DIM, label_embeddings=prompts.reshape(-1).tolist())
-        )
         peer.wait_for(
             lambda: any(
                 v["camera_publishers"] == v["state_publishers"] == v["overlay_subscribers"] == "1"
@@ -133,20 +146,13 @@ def test_bad_input_is_dropped_counted_and_the_overlay_goes_on() -> None:
             "the overlay node to match the peer and read the embedding info",
         )
 
-        def image(height: int, width: int) -> Image:
-            raw = rgb_to_image(np.full((height, width, 3), 90, dtype=np.uint8))
-            msg = Image(height=raw.height, width=raw.width, encoding=raw.encoding,
-                        step=raw.step, data=raw.data)  # fmt: skip
-            msg.header.frame_id = "camera_optical_frame"
-            return msg
-
-        malformed = image(240, 320)
+        malformed = peer.frame()
         malformed.data = malformed.data[:1000]  # far fewer bytes than height x step
-        camera.publish(malformed)
-        embeddings.publish(SemanticEmbedding(embedding=[float("nan")] * DIM))
-        embeddings.publish(SemanticEmbedding(embedding=prompts[0, : DIM // 2].tolist()))
-        embeddings.publish(SemanticEmbedding(embedding=prompts[1].tolist()))  # a good one
-        states.publish(StateLabel(label="grasping", confidence=float("nan")))
+        peer.camera.publish(malformed)
+        peer.embeddings.publish(SemanticEmbedding(embedding=[float("nan")] * DIM))
+        peer.embeddings.publish(SemanticEmbedding(embedding=peer.prompts[0, : DIM // 2].tolist()))
+        peer.embeddings.publish(SemanticEmbedding(embedding=peer.prompts[1].tolist()))  # good
+        peer.states.publish(StateLabel(label="grasping", confidence=float("nan")))
 
         def shown(height: int) -> bool:
             return any(m.height == height for m in peer.snapshot("overlay"))
@@ -154,7 +160,7 @@ def test_bad_input_is_dropped_counted_and_the_overlay_goes_on() -> None:
         for height, width in [(50, 1000), (240, 320)]:  # flat: 32 rows at 640 wide, no map
             deadline = time.monotonic() + 30
             while not shown(height * 640 // width) and time.monotonic() < deadline:
-                camera.publish(image(height, width))
+                peer.camera.publish(peer.frame(height, width))
                 time.sleep(0.1)
             assert shown(height * 640 // width), f"no overlay of the {height}x{width} frame"
         drawn = image_to_rgb(peer.snapshot("overlay")[-1])
