@@ -126,6 +126,35 @@ def test_conv_stem_trains_and_round_trips_through_a_state_dict() -> None:
         torch.testing.assert_close(other(clip), enc(clip))
 
 
+def test_the_frame_branch_sees_the_newest_frame_of_each_tubelet_alone() -> None:
+    """With stem_frame_branch the token grid stays; the second branch's channels of `proj`
+    read only the newest frame of each tubelet (with the stacked branch's channels zeroed,
+    changing an older frame moves nothing, changing the newest moves that tubelet's tokens);
+    gradients reach both branches' first convolutions."""
+    cfg = XEncoderConfig(**SMALL, stem="conv", stem_frame_branch=True, frozen=False)
+    torch.manual_seed(0)
+    stem = XEncoder(cfg).encoder.embeddings.patch_embeddings.eval()
+    assert stem.proj.in_channels == 2 * 48
+    video = torch.randn(1, 3, 4, 32, 32)
+    assert stem(video).shape == (1, 8, 48)
+    with torch.no_grad():
+        stem.proj.weight[:, :48] = 0  # the stacked-frames branch
+    older, newest = video.clone(), video.clone()
+    older[:, :, 2] += 1.0  # the second tubelet's first frame
+    newest[:, :, 3] += 1.0  # its newest frame
+    with torch.inference_mode():
+        base = stem(video)
+        torch.testing.assert_close(stem(older), base)
+        moved = (stem(newest) - base).abs().sum(-1)[0]
+    assert moved[:4].max() == 0
+    assert moved[4:].min() > 0
+    stem.train()
+    stem(video).square().mean().backward()
+    assert stem.convs[0].weight.grad is not None
+    assert stem.frame_convs is not None
+    assert stem.frame_convs[0].weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -133,6 +162,7 @@ def test_conv_stem_trains_and_round_trips_through_a_state_dict() -> None:
         ({"stem": "conv", "patch_size": 12, "crop_size": 36}, "power-of-two patch_size"),
         ({"stem": "conv", "stem_blocks": -1}, "must be >= 0"),
         ({"stem_width": 32}, "apply to stem: conv only"),
+        ({"stem_frame_branch": True}, "apply to stem: conv only"),
     ],
 )
 def test_bad_stem_settings_are_refused(changes: dict, message: str) -> None:

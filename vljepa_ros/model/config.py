@@ -66,6 +66,11 @@ class XEncoderConfig:
     # after each stage's stride-2 convolution.
     stem_width: int = 0
     stem_blocks: int = 0
+    # Conv stem only: a second branch of the same convolutions on the newest frame of each
+    # tubelet alone (3 channels), concatenated with the stacked-frames branch before `proj`:
+    # the object's appearance without the motion mixed into the same first-layer channels.
+    # Same tokens (count, grid, order), so the transformer and its cost are unchanged.
+    stem_frame_branch: bool = False
     resize_scale: float = 1.0  # shortest edge -> crop_size * resize_scale before centre crop
     image_mean: tuple[float, ...] = IMAGENET_MEAN
     image_std: tuple[float, ...] = IMAGENET_STD
@@ -112,8 +117,10 @@ class XEncoderConfig:
             f"and {self.stem_blocks}",
         )
         _require(
-            self.stem == "conv" or (self.stem_width == 0 and self.stem_blocks == 0),
-            "XEncoderConfig: stem_width and stem_blocks apply to stem: conv only",
+            self.stem == "conv"
+            or (self.stem_width == 0 and self.stem_blocks == 0 and not self.stem_frame_branch),
+            "XEncoderConfig: stem_width, stem_blocks and stem_frame_branch apply to stem: conv "
+            "only",
         )
         _require(
             len(self.image_mean) == 3 and len(self.image_std) == 3,

@@ -69,6 +69,9 @@ class ConvStem(nn.Module):
     ViT trained from scratch converge much faster than a linear patch embedding (Xiao et al.,
     "Early Convolutions Help Transformers See Better", 2021); the token grid, count and order
     are the same as the patch embedding's, so the transformer above is unchanged.
+
+    With `stem_frame_branch`, a second stack of the same convolutions sees the newest frame of
+    each tubelet alone, and `proj` reads both branches' channels.
     """
 
     def __init__(self, cfg: XEncoderConfig) -> None:
@@ -80,25 +83,34 @@ class ConvStem(nn.Module):
             widths = [min(cfg.hidden_size, cfg.stem_width << i) for i in range(stages)]
         else:
             widths = [max(8, cfg.hidden_size >> (stages - 1 - i)) for i in range(stages)]
-        layers: list[nn.Module] = []
-        channels = 3 * cfg.tubelet_size
-        for width in widths:
-            layers += [
-                nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
-            ]
-            layers += [_ResidualBlock(width) for _ in range(cfg.stem_blocks)]
-            channels = width
-        self.convs = nn.Sequential(*layers)
-        self.proj = nn.Conv2d(channels, cfg.hidden_size, 1)
+
+        def convs(channels: int) -> nn.Sequential:
+            layers: list[nn.Module] = []
+            for width in widths:
+                layers += [
+                    nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                ]
+                layers += [_ResidualBlock(width) for _ in range(cfg.stem_blocks)]
+                channels = width
+            return nn.Sequential(*layers)
+
+        self.convs = convs(3 * cfg.tubelet_size)
+        self.frame_convs = convs(3) if cfg.stem_frame_branch else None
+        branches = 2 if cfg.stem_frame_branch else 1
+        self.proj = nn.Conv2d(branches * widths[-1], cfg.hidden_size, 1)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         # (B, C, T, H, W) -> (B, N, D), tokens ordered (time, row, column) like the patch embed
         b, c, t, h, w = video.shape
         k = self.tubelet_size
-        x = video.reshape(b, c, t // k, k, h, w).permute(0, 2, 3, 1, 4, 5)
-        x = self.proj(self.convs(x.reshape(b * (t // k), k * c, h, w)))  # (B T', D, H', W')
+        x = video.reshape(b, c, t // k, k, h, w).permute(0, 2, 3, 1, 4, 5)  # (B, T', k, C, H, W)
+        features = self.convs(x.reshape(b * (t // k), k * c, h, w))
+        if self.frame_convs is not None:  # the newest frame of each tubelet on its own
+            newest = self.frame_convs(x[:, :, -1].reshape(b * (t // k), c, h, w))
+            features = torch.cat([features, newest], dim=1)
+        x = self.proj(features)  # (B T', D, H', W')
         x = x.reshape(b, t // k, *x.shape[1:]).transpose(1, 2)  # (B, D, T', H', W')
         return x.flatten(2).transpose(1, 2)
 
