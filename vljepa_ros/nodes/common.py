@@ -183,6 +183,11 @@ class RecentProblems:
         return sum(1 for t in list(self._times) if now - t <= WARN_WINDOW)
 
 
+def rate(times: Iterable[float], now: float, window: float = 5.0) -> float:
+    """Events per second over the last `window` seconds, from their time.monotonic() times."""
+    return sum(1 for t in list(times) if now - t <= window) / window
+
+
 def percentiles(values: Sequence[float]) -> tuple[float, float]:
     """p50 and p99 of recent values (0 before the first)."""
     if not values:

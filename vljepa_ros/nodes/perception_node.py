@@ -37,6 +37,7 @@ from vljepa_ros.nodes.common import (
     percentiles,
     qos_input,
     qos_reliable,
+    rate,
     run,
     stamp_to_ns,
 )
@@ -487,8 +488,8 @@ class PerceptionNode(LifecycleNode):
                 status.message = "running" if active else "inactive"
             lat = percentiles(stats.latencies_ms)
             values = {
-                "input_rate_hz": _rate(stats.frame_times, now_wall),
-                "step_rate_hz": _rate(stats.step_times, now_wall),
+                "input_rate_hz": rate(stats.frame_times, now_wall),
+                "step_rate_hz": rate(stats.step_times, now_wall),
                 "latency_p50_ms": lat[0],
                 "latency_p99_ms": lat[1],
                 "arrival_delay_p50_ms": percentiles(stats.arrival_ms)[0],
@@ -511,11 +512,6 @@ class PerceptionNode(LifecycleNode):
             status.values = key_values(values)
             array.status.append(status)
         self._diag_pub.publish(array)
-
-
-def _rate(times: deque[float], now: float, window: float = 5.0) -> float:
-    recent = [t for t in times if now - t <= window]
-    return len(recent) / window if recent else 0.0
 
 
 def main() -> int:
