@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from vljepa_ros.model import ModelError, VLJepa, VLJepaRuntime, parse_dtype, save_checkpoint
+from vljepa_ros.model import (
+    ModelError,
+    VLJepa,
+    VLJepaRuntime,
+    checkpoint_id,
+    parse_dtype,
+    save_checkpoint,
+)
 
 LABELS = ["idle", "reaching", "grasping", "lifting"]
 
@@ -107,8 +115,25 @@ def test_load_by_path_matches_the_saved_model(tmp_path: Path, micro_model: VLJep
     expected = VLJepaRuntime(micro_model).embed_clip(frames, "q")
     loaded = VLJepaRuntime.load(path)
     assert torch.equal(loaded.embed_clip(frames, "q"), expected)
-    assert loaded.model_id == "ckpt"
     assert loaded.y_encoder_id.endswith(micro_model.y_encoder.sha256)
+    name, _, digest = loaded.model_id.partition("@")
+    assert name == "ckpt"
+    assert re.fullmatch(r"[0-9a-f]{8}", digest)
+
+
+def test_model_id_tells_apart_checkpoints_with_the_same_name(
+    tmp_path: Path, micro_model: VLJepa, micro_config
+) -> None:
+    """Two `model/` directories with other weights get other ids; a copy gets the same id."""
+    first = save_checkpoint(micro_model, tmp_path / "a" / "model")
+    copy = save_checkpoint(micro_model, tmp_path / "b" / "model")
+    torch.manual_seed(1)
+    other = save_checkpoint(VLJepa(micro_config), tmp_path / "c" / "model")
+    ids = [checkpoint_id(path) for path in (first, copy, other)]
+    assert ids[0] == ids[1]
+    assert ids[0].startswith("model@")
+    assert ids[2].startswith("model@")
+    assert ids[2] != ids[0]
 
 
 def test_bf16_runtime_is_close_to_fp32(micro_config) -> None:

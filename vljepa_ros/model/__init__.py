@@ -8,6 +8,7 @@ from .api import Choice, Ranking, VLJepaRuntime, parse_dtype
 from .checkpoint import (
     DEFAULT_CHECKPOINT,
     checkpoint_bytes,
+    checkpoint_id,
     load_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
@@ -65,6 +66,7 @@ __all__ = [
     "YEncoderMismatchError",
     "apply_dotlist",
     "checkpoint_bytes",
+    "checkpoint_id",
     "config_from_llama_folder",
     "config_from_vjepa2_folder",
     "info_nce",

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 
 import torch
 
-from .checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, resolve_checkpoint
+from .checkpoint import DEFAULT_CHECKPOINT, checkpoint_id, load_checkpoint
 from .errors import ModelError
 from .preprocess import FrameArray, Preprocessor
 from .vljepa import VLJepa
@@ -109,7 +109,7 @@ class VLJepaRuntime:
         compile: bool = False,
         model_id: str | None = None,
     ) -> None:
-        self.model_id = model_id or model.cfg.name  # checkpoint name, for logs and messages
+        self.model_id = model_id or model.cfg.name  # checkpoint_id(), for logs and messages
         self.device = torch.device(device)
         self.dtype = parse_dtype(dtype)
         model.y_encoder.check_dtype(self.dtype)
@@ -133,7 +133,7 @@ class VLJepaRuntime:
         """Load a checkpoint directory, or a shipped checkpoint by name."""
         device = parse_device(device)
         model = load_checkpoint(path_or_name, device=device, dtype=parse_dtype(dtype))
-        return cls(model, device, dtype, compile, resolve_checkpoint(path_or_name).name)
+        return cls(model, device, dtype, compile, checkpoint_id(path_or_name))
 
     @property
     def embed_dim(self) -> int:

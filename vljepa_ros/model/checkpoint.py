@@ -14,6 +14,7 @@ target space would silently change. Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -158,6 +159,25 @@ def load_checkpoint(
         for key, tensor in {**weights, **delta}.items():
             state[key].copy_(tensor)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def checkpoint_id(path_or_name: str | Path) -> str:
+    """`<directory name>@<short hash>`: the identity that messages and reports carry.
+
+    The hash is the first 8 hex digits of the SHA-256 over the weights files (`model.safetensors`,
+    then `y_encoder_delta.safetensors` when there is one), so two checkpoints that share a
+    directory name (every `vljepa train` run writes `model/`) still tell apart, and a retrained
+    checkpoint copied over an old one does too.
+    """
+    directory = resolve_checkpoint(path_or_name)
+    digest = hashlib.sha256()
+    for name in (WEIGHTS_NAME, DELTA_NAME):
+        path = directory / name
+        if path.is_file():
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return f"{directory.name}@{digest.hexdigest()[:8]}"
 
 
 def checkpoint_bytes(path_or_name: str | Path) -> int:
