@@ -14,7 +14,6 @@ target space would silently change. Nothing is ever unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from .config import ConfigError, VLJepaConfig
 from .errors import CheckpointError, WeightsError, YEncoderMismatchError
 from .vljepa import VLJepa
-from .weights import read_file, write_file
+from .weights import read_file, sha256_files, write_file
 from .y_encoder import TextEncoder
 
 CONFIG_NAME = "config.json"
@@ -170,14 +169,9 @@ def checkpoint_id(path_or_name: str | Path) -> str:
     checkpoint copied over an old one does too.
     """
     directory = resolve_checkpoint(path_or_name)
-    digest = hashlib.sha256()
-    for name in (WEIGHTS_NAME, DELTA_NAME):
-        path = directory / name
-        if path.is_file():
-            with path.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    return f"{directory.name}@{digest.hexdigest()[:8]}"
+    files = [directory / name for name in (WEIGHTS_NAME, DELTA_NAME)]
+    digest = sha256_files(path for path in files if path.is_file())
+    return f"{directory.name}@{digest[:8]}"
 
 
 def checkpoint_bytes(path_or_name: str | Path) -> int:
