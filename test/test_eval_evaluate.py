@@ -328,3 +328,42 @@ def test_find_bags(bags: list[Path], tmp_path: Path) -> None:
     assert evaluate.find_bags(bags[1]) == [bags[1]]
     with pytest.raises(evaluate.EvalError, match="no rosbag2 folder"):
         evaluate.find_bags(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def banked_runtime(micro_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The micro checkpoint with an answer bank of caption paraphrases for its default query."""
+    import shutil
+
+    from vljepa_ros.data.captions import TRAIN_TEMPLATES
+    from vljepa_ros.model import VLJepaRuntime, load_checkpoint
+    from vljepa_ros.model.checkpoint import write_answer_bank
+
+    folder = tmp_path_factory.mktemp("banked") / "micro"
+    shutil.copytree(micro_checkpoint, folder)
+    model = load_checkpoint(folder)
+    texts = [t.format(obj="red cube") for ts in TRAIN_TEMPLATES.values() for t in ts]
+    write_answer_bank(model, folder, texts, model.cfg.default_query, labels=len(STATES))
+    return VLJepaRuntime.load(folder)
+
+
+@pytest.mark.parametrize("grounded", [True, False])
+def test_prompts_are_grounded_as_the_node_grounds_them(banked_runtime, episode, grounded) -> None:
+    """With ground_labels, the original and the reworded prompts are grounded in the answer
+    bank (the report says so); without, they are the prompts' own embeddings."""
+    config = evaluate.EvalConfig(ground_labels=grounded)
+    prompts = list(config.labels.values())
+    own = banked_runtime.encode_texts(prompts).numpy()
+    assert np.allclose(config.label_matrix(banked_runtime, prompts), own) != grounded
+    run = evaluate.replay_episode(banked_runtime, episode, config, name="ep0")
+    for variant, labelled in zip(config.reworded_variants(), run.reworded, strict=True):
+        matrix = banked_runtime.label_embeddings(list(variant.values()), grounded=grounded)
+        expected = tune.track(
+            list(config.labels), matrix.numpy(), config.tracker, run.embeddings, run.stamps_ns
+        )
+        assert labelled == expected
+    bank = banked_runtime.answer_bank
+    expected_summary = {"answers": len(bank.texts), "neighbours": bank.neighbours}
+    assert evaluate.grounding_summary(banked_runtime, config) == (
+        expected_summary if grounded else None
+    )

@@ -121,6 +121,39 @@ def test_labels_are_embedded_with_the_text_encoder(runtime: VLJepaRuntime) -> No
     assert result.state.candidates[0] in LABELS
 
 
+def test_labels_are_grounded_in_the_answer_bank_for_its_query(
+    micro_minilm_config_module, tmp_path
+) -> None:
+    """With a checkpoint's answer bank, the label matrix is the runtime's grounded label
+    embeddings for the bank's query; switching ground_labels off, or another query, re-embeds
+    the prompts as they are, and the trackers follow."""
+    from dataclasses import replace
+
+    from vljepa_ros.model import save_checkpoint
+    from vljepa_ros.model.checkpoint import write_answer_bank
+
+    torch.manual_seed(0)
+    model = VLJepa(micro_minilm_config_module).eval()
+    folder = save_checkpoint(model, tmp_path / "banked")
+    answers = ["the arm is still", "the arm reaches for a cup", "the arm lifts a cup up"]
+    write_answer_bank(model, folder, answers, "what?", labels=len(LABELS))
+    runtime = VLJepaRuntime.load(folder)
+    prompts = list(LABELS.values())
+    own = runtime.encode_texts(prompts).numpy()
+    pipe = PerceptionPipeline(runtime, PipelineConfig(query="what?", labels=LABELS))
+    grounded = runtime.label_embeddings(prompts, "what?").numpy()
+    np.testing.assert_allclose(pipe.label_matrix, grounded, atol=1e-6)
+    assert not np.allclose(grounded, own, atol=1e-3)
+    pipe.reconfigure(replace(pipe.config, ground_labels=False))
+    np.testing.assert_allclose(pipe.label_matrix, own, atol=1e-6)
+    _feed(pipe, "camera", _frames(8, seed=6), 10, T0)
+    (result,) = pipe.step()
+    ranked = [list(LABELS)[i] for i in np.argsort(-(own @ result.embedding))]
+    assert result.state.candidates == ranked[: len(result.state.candidates)]
+    pipe.reconfigure(replace(pipe.config, ground_labels=True, query="where?"))
+    np.testing.assert_allclose(pipe.label_matrix, own, atol=1e-6)
+
+
 def test_reconfigure_swaps_labels_and_a_bad_config_changes_nothing(runtime: VLJepaRuntime) -> None:
     """New labels take effect without reloading; an empty label set is refused up front."""
     pipe = PerceptionPipeline(runtime, PipelineConfig(query="what?", labels=LABELS))

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from ros_support import REPO, python_env
 
 from vljepa_ros.data.bag import read_episode
 from vljepa_ros.model import VLJepaRuntime
-from vljepa_ros.train.commands import add_train_parser
+from vljepa_ros.model.checkpoint import read_answer_bank
+from vljepa_ros.model.grounding import BANK_INFO_NAME, BANK_NAME
+from vljepa_ros.train.commands import add_answer_bank_parser, add_train_parser
 from vljepa_ros.train.config import CONFIG_NAME, load_train_config, read_labels
 from vljepa_ros.train.targets import frame_objects
 from vljepa_ros.train.trainer import LOG_NAME
@@ -22,7 +26,9 @@ from vljepa_ros.train.trainer import LOG_NAME
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vljepa")
-    add_train_parser(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_train_parser(sub)
+    add_answer_bank_parser(sub)
     return parser
 
 
@@ -118,3 +124,47 @@ def test_quick_checkpoint_loads_and_classifies(quick_run: Path) -> None:
     assert len(candidates) >= 2
     assert correct / total >= 0.8
     assert isinstance(runtime.decode(runtime.embed_clip(clip)), str)
+
+
+def _bank(*argv: str) -> int:
+    args = _parser().parse_args(["answer-bank", *argv])
+    return int(args.handler(args))
+
+
+def test_quick_run_writes_the_answer_bank_that_answer_bank_rebuilds(
+    quick_run: Path, tmp_path: Path
+) -> None:
+    """`vljepa train` leaves an answer bank for the default query holding the label prompts
+    and the caption paraphrases; `vljepa answer-bank` writes the same one again from the run's
+    bags, whether it reads them or the run's frame cache."""
+    model = quick_run / "model"
+    runtime = VLJepaRuntime.load(model)
+    bank = runtime.answer_bank
+    assert bank is not None
+    assert bank.query == runtime.cfg.default_query
+    labels = read_labels("config/robot_states.yaml")
+    texts = set(bank.texts)
+    states = {read_episode(p).states[-1] for p in (quick_run / "sim_data").glob("episode_*")}
+    assert {labels[s] for s in states if s} <= texts
+    assert any("the robot" in t and t not in labels.values() for t in texts)
+    for cache in ([], ["--cache", str(quick_run / "cache")]):
+        copy = tmp_path / f"copy{len(cache)}"
+        shutil.copytree(model, copy)
+        (copy / BANK_NAME).unlink()
+        (copy / BANK_INFO_NAME).unlink()
+        assert _bank("--checkpoint", str(copy), "--data", str(quick_run / "sim_data"), *cache) == 0
+        again = read_answer_bank(copy, runtime.embed_dim)
+        assert again is not None
+        assert again.texts == bank.texts
+        assert again.neighbours == bank.neighbours
+        assert torch.allclose(again.embeddings, bank.embeddings, atol=1e-3)
+
+
+def test_answer_bank_needs_the_training_config(
+    quick_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "no_config"
+    shutil.copytree(quick_run / "model", copy)
+    (copy / CONFIG_NAME).unlink()
+    assert _bank("--checkpoint", str(copy), "--data", str(quick_run / "sim_data")) == 2
+    assert f"{copy / CONFIG_NAME} is missing" in capsys.readouterr().err

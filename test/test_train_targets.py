@@ -126,3 +126,29 @@ def test_no_training_answer_is_a_heldout_prompt() -> None:
                     produced |= {maker.answer(frame, kind, rng)[0] for _ in range(3)}
     assert not produced & heldout
     assert set(WHERE_TEMPLATES) == set(LABELS)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        FrameLabel("lifting", "the robot lifts the red cube", "red", "cube"),
+        FrameLabel("idle", "the robot waits", None, None),
+        FrameLabel("grasping", None, "blue", "brick"),
+        FrameLabel("placing", None),
+    ],
+    ids=["object", "caption-only", "no-caption", "bare"],
+)
+def test_possible_answers_are_exactly_what_answer_can_draw(
+    frame: FrameLabel, fraction: float
+) -> None:
+    """The answer bank's texts: every draw of `answer` is among `possible_answers`, and enough
+    draws produce all of them (so the bank holds nothing the model was not trained on)."""
+    maker = AnswerMaker(LABELS, prompt_fraction=fraction)
+    rng = np.random.default_rng(0)
+    for kind in maker.kinds(frame):
+        possible = maker.possible_answers(frame, kind)
+        drawn = {maker.answer(frame, kind, rng)[0] for _ in range(3000)}
+        assert drawn == set(possible), kind
+    with pytest.raises(ValueError, match="cannot answer"):
+        maker.possible_answers(FrameLabel(None, None), "doing")

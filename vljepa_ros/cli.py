@@ -162,11 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(sub)
 
     from vljepa_ros.data.commands import add_data_parser
-    from vljepa_ros.train.commands import add_train_parser
+    from vljepa_ros.train.commands import add_answer_bank_parser, add_train_parser
     from vljepa_ros.train.eval_commands import add_eval_parser, add_tune_parser
 
     add_data_parser(sub)
     add_train_parser(sub)
+    add_answer_bank_parser(sub)
     add_eval_parser(sub)
     add_tune_parser(sub)
 

@@ -123,6 +123,13 @@ PERCEPTION: list[Param] = [
         [""],
         "Inline labels as 'label: prompt' strings; when set, they replace labels_file.",
     ),
+    Param(
+        "ground_labels",
+        True,
+        "Ground each label prompt in the checkpoint's answer bank: average its embedding with "
+        "the training answers nearest it, so prompts in new words keep working (no effect "
+        "without a bank or with a query other than the bank's).",
+    ),
     Param("sample_hz", 10.0, "Frames per second of capture time sampled into a clip.", 0.5, 120.0),
     Param(
         "clip_stride",
@@ -216,6 +223,7 @@ PIPELINE_PARAMS = {
     "query",
     "labels_file",
     "labels",
+    "ground_labels",
     "sample_hz",
     "clip_stride",
     "max_input_age",
@@ -311,6 +319,7 @@ def pipeline_config(values: dict[str, Any], default_query: str) -> PipelineConfi
     return PipelineConfig(
         query=values["query"] or default_query,
         labels=label_set.labels,
+        ground_labels=values["ground_labels"],
         sample_hz=values["sample_hz"],
         clip_stride=values["clip_stride"],
         max_input_age=values["max_input_age"],

@@ -17,8 +17,9 @@ from typing import Generic, TypeVar
 
 import torch
 
-from .checkpoint import DEFAULT_CHECKPOINT, checkpoint_id, load_checkpoint
+from .checkpoint import DEFAULT_CHECKPOINT, checkpoint_id, load_checkpoint, read_answer_bank
 from .errors import ModelError
+from .grounding import AnswerBank
 from .preprocess import FrameArray, Preprocessor
 from .vljepa import VLJepa
 
@@ -108,8 +109,10 @@ class VLJepaRuntime:
         dtype: str | torch.dtype = "fp32",
         compile: bool = False,
         model_id: str | None = None,
+        answer_bank: AnswerBank | None = None,
     ) -> None:
         self.model_id = model_id or model.cfg.name  # checkpoint_id(), for logs and messages
+        self.answer_bank = answer_bank  # grounds label prompts (`label_embeddings`)
         self.device = torch.device(device)
         self.dtype = parse_dtype(dtype)
         model.y_encoder.check_dtype(self.dtype)
@@ -133,7 +136,8 @@ class VLJepaRuntime:
         """Load a checkpoint directory, or a shipped checkpoint by name."""
         device = parse_device(device)
         model = load_checkpoint(path_or_name, device=device, dtype=parse_dtype(dtype))
-        return cls(model, device, dtype, compile, checkpoint_id(path_or_name))
+        bank = read_answer_bank(path_or_name, model.cfg.embed_dim)
+        return cls(model, device, dtype, compile, checkpoint_id(path_or_name), bank)
 
     @property
     def embed_dim(self) -> int:
@@ -201,15 +205,37 @@ class VLJepaRuntime:
             out = self._texts.get(key, lambda: self.model.encode_text(list(key)).float().cpu())
         return out.clone()
 
+    def label_bank(self, query: str | None = None, grounded: bool = True) -> AnswerBank | None:
+        """The answer bank that grounds label prompts for embeddings predicted for `query`
+        (None: the default query): the checkpoint's, if it has one for that query and
+        `grounded`; else None."""
+        bank = self.answer_bank
+        if not grounded or bank is None or (query or self.cfg.default_query) != bank.query:
+            return None
+        return bank
+
+    def label_embeddings(
+        self, prompts: Sequence[str], query: str | None = None, grounded: bool = True
+    ) -> torch.Tensor:
+        """Label prompts -> (N, D) unit vectors to classify embeddings predicted for `query`
+        against: grounded in `label_bank(query, grounded)` (`grounding`), or without one the
+        prompts' own embeddings."""
+        emb = self.encode_texts(prompts)
+        bank = self.label_bank(query, grounded)
+        return emb if bank is None else bank.ground(emb)
+
     def similarities(self, embeddings: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         """Cosine scores (B, N) of embeddings (B, D) or (D,) against texts."""
         emb = embeddings.float().cpu()
         emb = emb[None] if emb.dim() == 1 else emb
         return emb @ self.encode_texts(texts).T
 
-    def classify_embedding(self, embedding: torch.Tensor, labels: Sequence[str]) -> Choice:
-        """Nearest label prompt to an embedding (D,)."""
-        scores = self.similarities(embedding, labels)[0]
+    def classify_embedding(
+        self, embedding: torch.Tensor, labels: Sequence[str], query: str | None = None
+    ) -> Choice:
+        """Nearest label prompt to an embedding (D,) predicted for `query` (None: the default
+        query), by `label_embeddings`."""
+        scores = embedding.float().cpu() @ self.label_embeddings(labels, query).T
         index = int(scores.argmax())
         return Choice(index, labels[index], scores)
 
@@ -217,7 +243,7 @@ class VLJepaRuntime:
         self, frames: FrameArray, labels: Sequence[str], query: str | None = None
     ) -> Choice:
         """Open-vocabulary classification of one clip against label prompts."""
-        return self.classify_embedding(self.embed_clip(frames, query), labels)
+        return self.classify_embedding(self.embed_clip(frames, query), labels, query)
 
     def classify_clips(
         self,
@@ -226,7 +252,7 @@ class VLJepaRuntime:
         query: str | None = None,
     ) -> list[Choice]:
         """Batch version of `classify`."""
-        return [self.classify_embedding(e, labels) for e in self.embed_clips(clips, query)]
+        return [self.classify_embedding(e, labels, query) for e in self.embed_clips(clips, query)]
 
     def answer(self, frames: FrameArray, question: str, candidates: Sequence[str]) -> Choice:
         """Discriminative VQA: the candidate answer nearest to the predicted answer embedding."""

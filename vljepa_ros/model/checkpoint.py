@@ -6,6 +6,8 @@ Layout of a checkpoint directory:
     model.safetensors             X-encoder, predictor, heads, Y-decoder, temperature
     y_encoder.json                {"name", "model_type", "sha256"} of the Y-encoder weights
     y_encoder_delta.safetensors   optional: fine-tuned Y-encoder tensors over the base weights
+    answer_bank.safetensors/.json optional: the training answers that ground label prompts
+                                  (`grounding`)
 
 The public Y-encoder weights are never copied: they come from their own folder or package, and
 loading refuses a Y-encoder whose weights hash differs from the recorded one, because the
@@ -15,12 +17,14 @@ target space would silently change. Nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from .config import ConfigError, VLJepaConfig
 from .errors import CheckpointError, WeightsError, YEncoderMismatchError
+from .grounding import AnswerBank, load_answer_bank, neighbours_for, save_answer_bank, text_space
 from .vljepa import VLJepa
 from .weights import read_file, sha256_files, write_file
 from .y_encoder import TextEncoder
@@ -178,3 +182,34 @@ def checkpoint_bytes(path_or_name: str | Path) -> int:
     """Size on disk of a checkpoint directory's files."""
     directory = resolve_checkpoint(path_or_name)
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+def _text_space(directory: Path) -> dict[str, str]:
+    return text_space(directory, read_identity(directory)["sha256"], DELTA_NAME)
+
+
+def write_answer_bank(
+    model: VLJepa, path_or_name: str | Path, texts: Sequence[str], query: str, labels: int
+) -> AnswerBank:
+    """Embed the distinct `texts` (the answers `model` was trained on for `query`) with its
+    Y-encoder and write them as the answer bank of the checkpoint directory `model` was saved
+    to; `labels`: how many label prompts it was trained with (sets the neighbours)."""
+    directory = resolve_checkpoint(path_or_name)
+    distinct = sorted(set(texts))
+    if not distinct:
+        raise CheckpointError(f"no answer texts to bank for {directory}")
+    with torch.inference_mode():
+        embeddings = model.encode_text(distinct).float().cpu()
+    neighbours = neighbours_for(len(distinct), labels)
+    save_answer_bank(directory, embeddings, distinct, query, neighbours, _text_space(directory))
+    return AnswerBank(embeddings, tuple(distinct), query, neighbours)
+
+
+def read_answer_bank(path_or_name: str | Path, embed_dim: int) -> AnswerBank | None:
+    """The answer bank of a checkpoint directory (or shipped name), None if it has none.
+
+    Raises:
+        CheckpointError: see `grounding.load_answer_bank`.
+    """
+    directory = resolve_checkpoint(path_or_name)
+    return load_answer_bank(directory, embed_dim, _text_space(directory))

@@ -35,6 +35,7 @@ class PipelineConfig:
     max_input_age: float = 0.5
     max_gap: float = 2.0
     tracker: StateTrackerConfig = field(default_factory=StateTrackerConfig)
+    ground_labels: bool = True  # label prompts grounded in the checkpoint's answer bank
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -86,7 +87,7 @@ class PerceptionPipeline:
         self._short_edge = int(x_cfg.crop_size * x_cfg.resize_scale)
         self.config = config
         self._lock = threading.Lock()
-        self._label_matrix = self._embed_labels(config.labels)
+        self._label_matrix = self._embed_labels(config)
         self.cameras: dict[str, _Camera] = {
             name: _Camera(
                 ClipBuffer(self._clip_config(config)),
@@ -104,12 +105,15 @@ class PerceptionPipeline:
             stride=config.clip_stride,
         )
 
-    def _embed_labels(self, labels: Mapping[str, str]) -> np.ndarray:
-        return self.runtime.encode_texts(list(labels.values())).numpy().astype(np.float32)
+    def _embed_labels(self, config: PipelineConfig) -> np.ndarray:
+        prompts = list(config.labels.values())
+        matrix = self.runtime.label_embeddings(prompts, config.query, config.ground_labels)
+        return matrix.numpy().astype(np.float32)
 
     @property
     def label_matrix(self) -> np.ndarray:
-        """(L, D) L2-normalised embeddings of the label prompts, in label order."""
+        """(L, D) L2-normalised label embeddings, in label order: the prompts' own, or grounded
+        in the checkpoint's answer bank (`VLJepaRuntime.label_embeddings`)."""
         return self._label_matrix
 
     def reconfigure(self, config: PipelineConfig) -> None:
@@ -117,11 +121,12 @@ class PerceptionPipeline:
 
         Label prompts are embedded first, so a failure leaves the old configuration in force.
         """
-        matrix = (
-            self._label_matrix
-            if dict(config.labels) == dict(self.config.labels)
-            else self._embed_labels(config.labels)
+        same = (dict(config.labels), config.query, config.ground_labels) == (
+            dict(self.config.labels),
+            self.config.query,
+            self.config.ground_labels,
         )
+        matrix = self._label_matrix if same else self._embed_labels(config)
         clip_cfg = self._clip_config(config)
         with self._lock:
             self._apply(config, matrix, clip_cfg)

@@ -111,3 +111,78 @@ def add_train_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_cmd_train)
+
+
+def _cmd_answer_bank(args: argparse.Namespace) -> int:
+    """Write a checkpoint's answer bank from its training bags; 2 on bad input."""
+    from vljepa_ros.data.bag import BagReadError
+    from vljepa_ros.model import ConfigError, ModelError, load_checkpoint, resolve_checkpoint
+    from vljepa_ros.train.config import CONFIG_NAME, load_train_config, read_labels
+    from vljepa_ros.train.dataset import episode_labels, find_bags
+    from vljepa_ros.train.trainer import write_bank
+
+    try:
+        directory = resolve_checkpoint(args.checkpoint)
+        config_path = directory / CONFIG_NAME
+        if not config_path.is_file():
+            raise ConfigError(
+                f"{config_path} is missing: the answer bank needs the training config the "
+                "checkpoint was trained with (its labels file, queries and data topics)"
+            )
+        config = load_train_config(config_path)
+        labels = read_labels(config.data.labels_file)
+        x_cfg = config.model.x_encoder
+        bags = find_bags(args.data)
+        frames = []
+        for bag in bags:
+            try:
+                frames += episode_labels(
+                    bag, config.data, x_cfg.crop_size, x_cfg.resize_scale, args.cache
+                )
+            except BagReadError as exc:
+                raise BagReadError(f"{bag}: {exc}") from exc
+        model = load_checkpoint(directory)
+        bank = write_bank(model, directory, config, frames, labels)
+    except (ModelError, ConfigError, FileNotFoundError, BagReadError) as exc:
+        print(f"vljepa answer-bank: {exc}", file=sys.stderr)
+        return 2
+    if bank is None:
+        print(
+            f"vljepa answer-bank: the model's default query {config.model.default_query!r} is "
+            "none of the training config's queries, or no frame answers it; nothing written",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        f"wrote {directory}: {len(bank.texts)} answers to {bank.query!r} from {len(bags)} "
+        f"episodes, {bank.neighbours} neighbours per label prompt"
+    )
+    return 0
+
+
+def add_answer_bank_parser(subparsers: Any) -> None:
+    """Register the `answer-bank` command on an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "answer-bank",
+        help="write a checkpoint's answer bank, which grounds label prompts (vljepa train "
+        "writes one)",
+        description=(
+            "Embed every answer a checkpoint was trained on for its default query, read from "
+            "its training bags with its train_config.yaml, and write them into the checkpoint "
+            "(answer_bank.safetensors and answer_bank.json). The perception node grounds each "
+            "label prompt in these answers (parameter ground_labels), so reworded prompts keep "
+            "working. `vljepa train` writes the bank itself; this is for checkpoints trained "
+            "before it did, or after their bags changed. See docs/evaluation.md."
+        ),
+    )
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder or shipped name")
+    parser.add_argument(
+        "--data", type=Path, nargs="+", required=True, help="the bags the checkpoint was trained on"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="frame cache of the training run: its entries are read instead of the bags",
+    )
+    parser.set_defaults(handler=_cmd_answer_bank)

@@ -148,6 +148,39 @@ def _labels_of(data: EpisodeData, config: DataConfig) -> tuple[list[str | None],
         return [None] * len(data.frames), False
 
 
+def _frame_labels(states: list[str | None], caption_list: list[str | None]) -> list[FrameLabel]:
+    objects = frame_objects(caption_list)
+    return [
+        FrameLabel(state, caption, *(obj or (None, None)))
+        for state, caption, obj in zip(states, caption_list, objects, strict=True)
+    ]
+
+
+def episode_labels(
+    bag: Path, config: DataConfig, size: int, resize_scale: float, cache_dir: Path | None = None
+) -> list[FrameLabel]:
+    """What is known about each frame of a bag, as `load_episode` has it, without writing the
+    frames to a cache: from the bag's entry in `cache_dir` if there is one, else from the bag
+    itself (its frames decoded at a tiny size and dropped).
+
+    Raises:
+        BagReadError: the bag cannot be read (see `read_episode`).
+    """
+    if cache_dir is not None:
+        meta_path = cache_dir / f"{cache_key(bag, config, size, resize_scale)}.json"
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            return _frame_labels(meta["states"], meta["captions"])
+    data = read_episode(
+        bag,
+        image_topic=config.image_topic or None,
+        state_topic=config.state_topic,
+        caption_topic=config.caption_topic,
+        size=8,
+    )
+    return _frame_labels(_labels_of(data, config)[0], data.captions)
+
+
 def load_episode(
     bag: Path, config: DataConfig, size: int, resize_scale: float, cache_dir: Path
 ) -> Episode:
@@ -181,17 +214,12 @@ def load_episode(
         meta_path.write_text(json.dumps(meta))
     meta = json.loads(meta_path.read_text())
     stamps = np.asarray(meta["stamps_ns"], dtype=np.int64)
-    objects = frame_objects(meta["captions"])
-    labels = [
-        FrameLabel(state, caption, *(obj or (None, None)))
-        for state, caption, obj in zip(meta["states"], meta["captions"], objects, strict=True)
-    ]
     return Episode(
         name=key,
         source=meta["source"],
         frames=np.load(frames_path, mmap_mode="r"),
         stamps_ns=stamps,
-        labels=labels,
+        labels=_frame_labels(meta["states"], meta["captions"]),
         stride=max(1, round(_frame_rate(stamps) / config.sample_hz)),
         derived=bool(meta["derived"]),
     )

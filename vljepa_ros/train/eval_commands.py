@@ -98,6 +98,12 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--query", default=None, help="query of the state readout (default: the model's default)"
     )
+    parser.add_argument(
+        "--no-grounding",
+        action="store_true",
+        help="label prompts as they are, not grounded in the checkpoint's answer bank (the "
+        "node's ground_labels: false)",
+    )
     parser.add_argument("--episodes", type=_positive_int, default=None, help="first N bags only")
     parser.add_argument("--step-hz", type=_positive_float, default=10.0, help="steps per second")
     parser.add_argument(
@@ -148,6 +154,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 StateTrackerConfig() if args.no_transitions else evaluate.tracker_for(label_set),
                 args.lag_steps,
             ),
+            ground_labels=not args.no_grounding,
             retrieval_clips=args.retrieval_clips,
             frame_size=args.frame_size,
             max_text_length=args.max_text_length,
@@ -202,6 +209,7 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
             sample_hz=args.sample_hz,
             clip_stride=args.clip_stride,
             tracker=_lagged(evaluate.tracker_for(label_set), args.lag_steps),
+            ground_labels=not args.no_grounding,
         )
         runtime = _load_runtime(args)
         streams = []
@@ -209,7 +217,7 @@ def _cmd_tune_tracker(args: argparse.Namespace) -> int:
             say(f"replaying {path.name} ({i + 1}/{len(bags)})")
             episode = read_episode(path, size=args.frame_size)
             streams.append(evaluate.labelled_stream(runtime, episode, config, path.name))
-        matrix = runtime.encode_texts(list(labels.values())).numpy()
+        matrix = config.label_matrix(runtime, list(labels.values()))
         transitions, shapes = (
             ((), ())
             if args.no_transitions

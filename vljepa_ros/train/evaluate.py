@@ -95,6 +95,12 @@ def tracker_for(label_set: LabelSet) -> StateTrackerConfig:
     )
 
 
+def grounding_summary(runtime: VLJepaRuntime, config: EvalConfig) -> dict[str, Any] | None:
+    """How the label prompts were grounded (`model.grounding`), None if they were not."""
+    bank = runtime.label_bank(config.state_query(runtime), config.ground_labels)
+    return None if bank is None else {"answers": len(bank.texts), "neighbours": bank.neighbours}
+
+
 def tracker_summary(tracker: StateTrackerConfig) -> dict[str, Any]:
     """The state tracker's settings as a report records them (the transition model counted)."""
     return {
@@ -162,6 +168,7 @@ class EvalConfig:
     sample_hz: float = 10.0
     clip_stride: int = 1
     tracker: StateTrackerConfig = field(default_factory=default_tracker)
+    ground_labels: bool = True  # as the node's ground_labels
     retrieval_clips: int = 100
     max_text_length: int = 32
     frame_size: int | None = None  # resize frames to size x size while reading (memory bound)
@@ -182,6 +189,11 @@ class EvalConfig:
     def state_query(self, runtime: VLJepaRuntime) -> str:
         """The query the replay conditions on."""
         return runtime.cfg.default_query if self.query is None else self.query
+
+    def label_matrix(self, runtime: VLJepaRuntime, prompts: Sequence[str]) -> np.ndarray:
+        """(L, D) label embeddings of `prompts` for the state query, as the node has them."""
+        query = self.state_query(runtime)
+        return runtime.label_embeddings(list(prompts), query, self.ground_labels).numpy()
 
     def retrieval_query_for(self, runtime: VLJepaRuntime) -> str:
         """The query retrieval clips are embedded with."""
@@ -278,6 +290,7 @@ def _replay_labelled(
         PipelineConfig(
             query=query,
             labels=dict(config.labels),
+            ground_labels=config.ground_labels,
             sample_hz=config.sample_hz,
             clip_stride=config.clip_stride,
             tracker=config.tracker,
@@ -356,12 +369,12 @@ def replay_episode(
         single, matrix = embed([[i] for i in newest], query), pipe.label_matrix
     else:
         single = embed([[i] for i in newest], config.state_query(baseline), baseline)
-        matrix = baseline.encode_texts(list(config.labels.values())).numpy()
+        matrix = config.label_matrix(baseline, list(config.labels.values()))
     per_frame = [labels[j] for j in np.argmax(single @ matrix.T, axis=1)]
 
     reworded = []
     for variant in config.reworded_variants():
-        matrix = runtime.encode_texts(list(variant.values())).numpy()
+        matrix = config.label_matrix(runtime, list(variant.values()))
         reworded.append(track(labels, matrix, config.tracker, embeddings, stamps))
 
     # Retrieval moments: the middle step of every caption run, embedded with the retrieval
@@ -702,6 +715,7 @@ def evaluate(
             "query": query,
             "retrieval_query": config.retrieval_query_for(runtime),
             "clip_frames": runtime.cfg.x_encoder.num_frames,
+            "label_grounding": grounding_summary(runtime, config),
             "baseline": None
             if baseline is None
             else {
@@ -748,5 +762,5 @@ def evaluate(
     timing["decode_s"] = time.perf_counter() - start
     report["timing"] = timing
     report["targets"] = targets(report)
-    matrix = runtime.encode_texts(list(config.labels.values())).numpy()
+    matrix = config.label_matrix(runtime, list(config.labels.values()))
     return Evaluation(report, runs, matrix, result)

@@ -292,6 +292,16 @@ def _tracker_line(tracker: Mapping[str, Any] | None) -> list[str]:
     ]
 
 
+def _grounding_text(grounding: Mapping[str, Any] | None) -> str:
+    """How the label prompts were grounded, as the end of the label prompts' line."""
+    if not grounding:
+        return ", each as it is (not grounded)"
+    return (
+        f", each grounded in the mean of its {grounding['neighbours']} nearest of the "
+        f"checkpoint's {grounding['answers']} training answers (the node's ground_labels)"
+    )
+
+
 def _baseline_model(baseline: Mapping[str, Any] | None) -> str:
     """Which model the per-frame baseline ran, as the end of a sentence."""
     if not baseline:
@@ -317,7 +327,7 @@ def markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> str:
         f"{model['clip_frames']} frames sampled at {data['sample_hz']:g} Hz",
         f"- state query: {_query(model['query'])}; retrieval query: "
         f"{_query(model.get('retrieval_query', model['query']))}; "
-        f"{len(data['labels'])} label prompts",
+        f"{len(data['labels'])} label prompts{_grounding_text(model.get('label_grounding'))}",
         *_tracker_line(report.get("tracker")),
         "- every episode replayed through `PerceptionPipeline`, the class the perception node "
         "runs (docs/evaluation.md)",

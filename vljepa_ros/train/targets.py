@@ -185,3 +185,37 @@ class AnswerMaker:
         if state == "grasping":
             return HOLDING_CLOSING.format(obj=phrase), ("holding", "closing", *obj_key)
         return HOLDING_NO, ("holding", "no")
+
+    def possible_answers(self, frame: FrameLabel, kind: str) -> list[str]:
+        """Every text `answer(frame, kind, rng)` can return, whatever the rng draws (the
+        answer bank of `model.grounding` is made of them).
+
+        Raises:
+            ValueError: the frame cannot answer this kind of query.
+        """
+        if kind not in self.kinds(frame):
+            raise ValueError(f"frame {frame} cannot answer a {kind!r} query")
+        state = frame.state or ""
+        nouns = captions.SHAPE_NOUNS.get(frame.shape or "", ())
+        phrases = [f"{frame.colour} {noun}" for noun in nouns] if frame.has_object else []
+        if kind == "caption":
+            return [frame.caption or self.labels[state]]
+        if kind == "doing":
+            drawn = (
+                [t.format(obj=p) for t in captions.TRAIN_TEMPLATES[state] for p in phrases]
+                if phrases and state in captions.TRAIN_TEMPLATES
+                else [frame.caption]
+                if frame.caption
+                else []
+            )
+            prompt = [self.labels[state]] if self.prompt_fraction > 0 or not drawn else []
+            return [*(drawn if self.prompt_fraction < 1 else []), *prompt]
+        if kind == "object":
+            return [f"the {p}" for p in phrases]
+        if kind == "where":
+            return [WHERE_TEMPLATES[state].format(obj=p) for p in phrases]
+        if state in HELD_STATES:
+            return [HOLDING_YES.format(obj=p) for p in phrases]
+        if state == "grasping":
+            return [HOLDING_CLOSING.format(obj=p) for p in phrases]
+        return [HOLDING_NO]

@@ -31,7 +31,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +46,11 @@ from tqdm import tqdm
 from vljepa_ros.data.captions import HELDOUT_PROMPTS
 from vljepa_ros.model import CheckpointError, Preprocessor, VLJepa, load_checkpoint
 from vljepa_ros.model import save_checkpoint as save_model
+from vljepa_ros.model.checkpoint import write_answer_bank
+from vljepa_ros.model.grounding import AnswerBank
 from vljepa_ros.train.config import (
     CONFIG_NAME,
+    QUERY_KINDS,
     DecoderStageConfig,
     StageConfig,
     TrainConfig,
@@ -69,7 +72,7 @@ from vljepa_ros.train.state import (
     read_progress,
     save_state,
 )
-from vljepa_ros.train.targets import AnswerMaker, text_key
+from vljepa_ros.train.targets import AnswerMaker, FrameLabel, text_key
 
 LOG_NAME = "train_log.csv"
 LOG_FIELDS = ("step", "stage", "loss", "lr", "clips_per_s", "elapsed_s", "temperature", "val_acc")
@@ -307,6 +310,33 @@ def text_probe(model: VLJepa, labels: dict[str, str]) -> float | None:
         rewordings = model.encode_text([text for _, text in pairs])
     best = (rewordings @ prompts.T).argmax(-1).tolist()
     return sum(names[k] == s for k, (s, _) in zip(best, pairs, strict=True)) / len(pairs)
+
+
+def write_bank(
+    model: VLJepa,
+    model_dir: Path,
+    config: TrainConfig,
+    frame_labels: Iterable[FrameLabel],
+    labels: dict[str, str],
+) -> AnswerBank | None:
+    """Write the answer bank of a saved checkpoint (`model.grounding`): every answer the
+    training could draw for the model's default query about these frames. None (and nothing
+    written) when the default query is none of the configured queries."""
+    query = config.model.default_query
+    kind = next((k for k in QUERY_KINDS if getattr(config.queries, k) == query), None)
+    if kind is None:
+        return None
+    maker = AnswerMaker(labels, config.stage2.prompt_fraction)
+    frames = set(frame_labels)
+    texts = {
+        text
+        for frame in frames
+        if kind in maker.kinds(frame)
+        for text in maker.possible_answers(frame, kind)
+    }
+    if not texts:
+        return None
+    return write_answer_bank(model, model_dir, sorted(texts), query, len(labels))
 
 
 def _generate(config: TrainConfig, out: Path, ctx: _Dist) -> list[str]:
@@ -655,6 +685,8 @@ def train(
     }
     if ctx.main:
         save_model(model, model_dir)
+        model.eval()
+        write_bank(model, model_dir, config, (f for e in episodes for f in e.labels), labels)
         config.to_yaml(model_dir / CONFIG_NAME)
         (model_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=1) + "\n")
     _barrier(ctx)
