@@ -62,3 +62,30 @@ def test_it_embeds_clips_and_decodes_text(runtime: VLJepaRuntime) -> None:
     assert float(emb[0] @ emb[1]) < 0.9999
     text = runtime.decode(emb[0])
     assert re.search(r"[a-z]{3,}", text), text
+
+
+def test_its_answer_bank_widens_the_margins_of_reworded_prompts(runtime: VLJepaRuntime) -> None:
+    """The shipped answer bank loads (tied to the checkpoint's Y-encoder weights), holds the
+    default label prompts, and grounding each held-out rewording in it widens its margin: the
+    mean training paraphrase of every state is nearer its own reworded prompt, against the
+    nearest other one, by more on average than with the rewordings as they are."""
+    import torch.nn.functional as F
+
+    from vljepa_ros.data.captions import HELDOUT_PROMPTS, TRAIN_TEMPLATES
+    from vljepa_ros.train.config import read_labels
+
+    bank = runtime.answer_bank
+    assert bank is not None
+    assert bank.query == runtime.cfg.default_query
+    assert set(read_labels(REPO / "config" / "robot_states.yaml").values()) <= set(bank.texts)
+    names = list(TRAIN_TEMPLATES)
+    paraphrases = [[t.format(obj="green can") for t in texts] for texts in TRAIN_TEMPLATES.values()]
+    means = F.normalize(torch.stack([runtime.encode_texts(p).mean(0) for p in paraphrases]), dim=-1)
+    for k in range(2):
+        prompts = [HELDOUT_PROMPTS[name][k] for name in names]
+        margins = []
+        for grounded in (False, True):
+            scores = means @ runtime.label_embeddings(prompts, grounded=grounded).T
+            others = (scores - 10 * torch.eye(len(names))).max(1).values
+            margins.append(float((scores.diag() - others).mean()))
+        assert margins[1] > margins[0] + 0.05, (k, margins)

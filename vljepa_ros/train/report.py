@@ -298,7 +298,7 @@ def _grounding_text(grounding: Mapping[str, Any] | None) -> str:
         return ", each as it is (not grounded)"
     return (
         f", each grounded in the mean of its {grounding['neighbours']} nearest of the "
-        f"checkpoint's {grounding['answers']} training answers (the node's ground_labels)"
+        f"checkpoint's {grounding['answers']:,} training answers (the node's ground_labels)"
     )
 
 
