@@ -101,6 +101,15 @@ def test_a_checkpoint_without_a_bank_has_none(tmp_path: Path, micro_model: VLJep
     assert torch.equal(runtime.label_embeddings(["x"], QUERY), runtime.encode_texts(["x"]))
 
 
+def test_saving_weights_over_a_checkpoint_drops_its_bank(banked: Path, micro_model: VLJepa) -> None:
+    """A bank belongs to the weights it was embedded with: saving a model into the directory
+    again removes it (`vljepa train` then writes a new one)."""
+    save_checkpoint(micro_model, banked)
+    assert not (banked / BANK_NAME).exists()
+    assert not (banked / BANK_INFO_NAME).exists()
+    assert VLJepaRuntime.load(banked).answer_bank is None
+
+
 @pytest.mark.parametrize("missing", [BANK_NAME, BANK_INFO_NAME])
 def test_half_a_bank_is_refused_naming_the_file(banked: Path, missing: str) -> None:
     (banked / missing).unlink()

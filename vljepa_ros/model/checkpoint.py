@@ -24,7 +24,15 @@ import torch
 
 from .config import ConfigError, VLJepaConfig
 from .errors import CheckpointError, WeightsError, YEncoderMismatchError
-from .grounding import AnswerBank, load_answer_bank, neighbours_for, save_answer_bank, text_space
+from .grounding import (
+    BANK_INFO_NAME,
+    BANK_NAME,
+    AnswerBank,
+    load_answer_bank,
+    neighbours_for,
+    save_answer_bank,
+    text_space,
+)
 from .vljepa import VLJepa
 from .weights import read_file, sha256_files, write_file
 from .y_encoder import TextEncoder
@@ -80,6 +88,8 @@ def save_checkpoint(model: VLJepa, directory: str | Path) -> Path:
         write_file(delta, delta_path)
     elif delta_path.exists():
         delta_path.unlink()
+    for name in (BANK_NAME, BANK_INFO_NAME):  # a bank belongs to the weights it was made with
+        (directory / name).unlink(missing_ok=True)
     return directory
 
 

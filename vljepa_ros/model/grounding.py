@@ -67,11 +67,6 @@ class AnswerBank:
         centre = F.normalize(self.embeddings[nearest].mean(1), dim=-1)  # (K, D)
         return F.normalize(prompts + centre, dim=-1)
 
-    def nearest_texts(self, prompt: torch.Tensor, count: int = 5) -> list[str]:
-        """The bank answers nearest one unit prompt embedding (D,), nearest first."""
-        order = (self.embeddings @ prompt.float()).topk(min(count, len(self.texts))).indices
-        return [self.texts[i] for i in order.tolist()]
-
 
 def text_space(directory: Path, y_encoder_sha256: str, delta_name: str) -> dict[str, str]:
     """The hashes that identify a checkpoint's text space: the base Y-encoder weights and the

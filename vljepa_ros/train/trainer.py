@@ -685,7 +685,6 @@ def train(
     }
     if ctx.main:
         save_model(model, model_dir)
-        model.eval()
         write_bank(model, model_dir, config, (f for e in episodes for f in e.labels), labels)
         config.to_yaml(model_dir / CONFIG_NAME)
         (model_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=1) + "\n")
