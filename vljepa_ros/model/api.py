@@ -99,6 +99,13 @@ class _Cache(Generic[K, V]):
         return value
 
 
+def _nearest(embedding: torch.Tensor, labels: Sequence[str], matrix: torch.Tensor) -> Choice:
+    """The label whose row of `matrix` (L, D) is nearest the embedding (D,) by cosine."""
+    scores = embedding.float().cpu() @ matrix.T
+    index = int(scores.argmax())
+    return Choice(index, labels[index], scores)
+
+
 class VLJepaRuntime:
     """A VL-JEPA model ready for inference on one device and precision."""
 
@@ -235,9 +242,7 @@ class VLJepaRuntime:
     ) -> Choice:
         """Nearest label prompt to an embedding (D,) predicted for `query` (None: the default
         query), by `label_embeddings`."""
-        scores = embedding.float().cpu() @ self.label_embeddings(labels, query).T
-        index = int(scores.argmax())
-        return Choice(index, labels[index], scores)
+        return _nearest(embedding, labels, self.label_embeddings(labels, query))
 
     def classify(
         self, frames: FrameArray, labels: Sequence[str], query: str | None = None
@@ -251,8 +256,9 @@ class VLJepaRuntime:
         labels: Sequence[str],
         query: str | None = None,
     ) -> list[Choice]:
-        """Batch version of `classify`."""
-        return [self.classify_embedding(e, labels, query) for e in self.embed_clips(clips, query)]
+        """Batch version of `classify` (the label embeddings made once for the batch)."""
+        matrix = self.label_embeddings(labels, query)
+        return [_nearest(e, labels, matrix) for e in self.embed_clips(clips, query)]
 
     def answer(self, frames: FrameArray, question: str, candidates: Sequence[str]) -> Choice:
         """Discriminative VQA: the candidate answer nearest to the predicted answer embedding."""
