@@ -219,6 +219,30 @@ def test_retrieval_moments_are_caption_runs(run) -> None:
         assert named is None or shows[1:] == named
 
 
+def test_oracle_fits_know_only_what_they_are_told() -> None:
+    """Three captions against four clips: the state-only oracle fits every clip of the
+    caption's state, the colour oracle also needs the colour, the full one the shape too; a
+    caption that names no object fits every clip of its state whatever the oracle knows."""
+    captions = [
+        ("lifting", ("red", "cube")),
+        ("lifting", ("blue", "ball")),
+        ("idle", None),
+    ]
+    shown = [
+        ("lifting", "red", "cube"),
+        ("lifting", "blue", "ball"),
+        ("idle", "red", "ball"),
+        ("lifting", "red", "ball"),
+    ]
+    state = evaluate.oracle_fits(captions, shown, ())
+    colour = evaluate.oracle_fits(captions, shown, ("colour",))
+    full = evaluate.oracle_fits(captions, shown, ("colour", "shape"))
+    assert state.tolist() == [[1, 1, 0, 1], [1, 1, 0, 1], [0, 0, 1, 0]]
+    assert colour.tolist() == [[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0]]
+    assert full.tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]
+    assert metrics.meaning_r1(state) < metrics.meaning_r1(colour) < metrics.meaning_r1(full)
+
+
 def test_evaluate_reports_numbers_in_range(runtime, bags: list[Path]) -> None:
     """A full evaluation over two bags: every figure in its range, every target judged."""
     config = evaluate.EvalConfig(selective=TINY_SWEEP, max_text_length=4, retrieval_clips=5)
@@ -235,7 +259,8 @@ def test_evaluate_reports_numbers_in_range(runtime, bags: list[Path]) -> None:
     retrieval = report["retrieval"]
     assert retrieval["clips"] == 5
     assert 0 <= retrieval["r@1"] <= retrieval["r@5"] <= 1
-    assert 1 / retrieval["clips"] <= retrieval["meaning_r@1"] <= 1
+    assert 1 / retrieval["clips"] <= retrieval["state_r@1"] <= retrieval["state_colour_r@1"]
+    assert retrieval["state_colour_r@1"] <= retrieval["meaning_r@1"] <= 1
     assert report["captions"]["segments"] > 0
     assert report["captions"]["cider_d"] >= 0
     selective_points = report["selective"]["points"]

@@ -82,7 +82,14 @@ def evaluation() -> evaluate.Evaluation:
         "tracker": evaluate.tracker_summary(evaluate.default_tracker()),
         "state": state,
         "reworded": evaluate.reworded_metrics(runs, [LABELS], state["stabilised"]["accuracy"]),
-        "retrieval": {"clips": 100, "r@1": 0.42, "r@5": 0.9, "meaning_r@1": 0.73},
+        "retrieval": {
+            "clips": 100,
+            "r@1": 0.42,
+            "r@5": 0.9,
+            "meaning_r@1": 0.73,
+            "state_colour_r@1": 0.31,
+            "state_r@1": 0.12,
+        },
         "captions": evaluate.caption_metrics(runs, fake_decode),
         "selective": evaluate.selective_dict(result),
         "episodes": [evaluate.episode_row(r) for r in runs],
@@ -213,6 +220,8 @@ def test_markdown_marks_missed_targets_and_unmeasured_sections(
     text = report.markdown(data, {})
     assert "| retrieval R@1 among 100 clips | 42.0% | >= 50.0% | **no** |" in text
     assert "picked at random among the clips that fit it would reach R@1 73.0%" in text
+    assert "knew the state of every clip but not its object would reach R@1 12.0%" in text
+    assert "the object's colour but not its shape 31.0%" in text
     data.update(reworded=None, retrieval=None, selective=None, captions=None)
     text = report.markdown(data, {})
     assert "Not measured: some label has no held-out rewording" in text

@@ -545,7 +545,9 @@ def retrieval_metrics(
     """R@1/R@5 text-to-clip among up to `clips` clips: a seeded sample of the captioned
     moments of all runs, one per distinct caption (so every text has one clip of its own).
     `meaning_r@1`: what a model that knows each caption's meaning (state, and the object's
-    colour and shape when it names one) but not which fitting clip is its own would score."""
+    colour and shape when it names one) but not which fitting clip is its own would score;
+    `state_colour_r@1` the same for a model blind to the shape, `state_r@1` for one that
+    knows the state alone (blind to the object)."""
     moments = [m for run in runs for m in run.moments]
     order = np.random.default_rng(seed).permutation(len(moments))
     chosen: dict[str, tuple[tuple[str, str, str], np.ndarray]] = {}
@@ -558,20 +560,39 @@ def retrieval_metrics(
         return None
     text_emb = runtime.encode_texts(list(chosen)).numpy()
     recall = metrics.recall_at_k(text_emb @ np.stack([v for _, v in chosen.values()]).T, (1, 5))
+    captions = [(shows[0], parse_object(c)) for c, (shows, _) in chosen.items()]
     shown = [shows for shows, _ in chosen.values()]
-    fits = np.array(
-        [
-            [shows[0] == state and (named is None or named == shows[1:]) for shows in shown]
-            for state, named in ((s[0], parse_object(c)) for c, (s, _) in chosen.items())
-        ],
-        dtype=bool,
-    )
     return {
         "clips": len(chosen),
         "r@1": recall[1],
         "r@5": recall[5],
-        "meaning_r@1": metrics.meaning_r1(fits),
+        "meaning_r@1": metrics.meaning_r1(oracle_fits(captions, shown, ("colour", "shape"))),
+        "state_colour_r@1": metrics.meaning_r1(oracle_fits(captions, shown, ("colour",))),
+        "state_r@1": metrics.meaning_r1(oracle_fits(captions, shown, ())),
     }
+
+
+def oracle_fits(
+    captions: Sequence[tuple[str, tuple[str, str] | None]],
+    shown: Sequence[tuple[str, str, str]],
+    knows: Sequence[str],
+) -> np.ndarray:
+    """(Q, C) bool: which clips fit each caption for a model that knows the state and the
+    object `knows` ("colour", "shape") of what it sees. `captions`: each caption's state and
+    named (colour, shape), None when it names no object; `shown`: each clip's (state, colour,
+    shape). A caption that names no object fits every clip of its state."""
+    index = {"colour": 0, "shape": 1}
+    fields = [index[k] for k in knows]
+    return np.array(
+        [
+            [
+                clip[0] == state and (named is None or all(named[f] == clip[1 + f] for f in fields))
+                for clip in shown
+            ]
+            for state, named in captions
+        ],
+        dtype=bool,
+    )
 
 
 def _decoder(runtime: VLJepaRuntime, max_length: int) -> selective.Decoder:

@@ -453,6 +453,13 @@ def markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> str:
                 "meaning but picked at random among the clips that fit it would reach R@1 "
                 f"{_pct(retrieval['meaning_r@1'])}."
             )
+        if "state_r@1" in retrieval:
+            lines.append(
+                "Picking the same way, a model that knew the state of every clip but not its "
+                f"object would reach R@1 {_pct(retrieval['state_r@1'])}, and one that knew the "
+                f"state and the object's colour but not its shape "
+                f"{_pct(retrieval['state_colour_r@1'])}."
+            )
     else:
         lines.append("Not measured: fewer than two captioned moments.")
 
